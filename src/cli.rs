@@ -1,0 +1,134 @@
+//! The command line: `train` (the default), `models`, `eval`, `bench`, `convert`.
+
+mod bench;
+mod commands;
+mod headless;
+mod report;
+mod train;
+mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes (documented in the README).
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+/// The runs were stopped by SIGINT/SIGTERM after a final checkpoint (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "resnet-tui",
+    version,
+    about = "Train deep residual networks and watch them live in the terminal"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Train the runs of a config (the default command), with the live UI or headless.
+    Train,
+    /// List every architecture with its depth, blocks, parameters and mult-adds.
+    Models {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Loss and error of saved weights on the test split.
+    Eval(EvalArgs),
+    /// Training and evaluation images/s and peak memory of one model.
+    Bench(bench::BenchArgs),
+    /// The degradation table (final/best train and test error, plain-vs-residual gaps) of runs.
+    Report {
+        /// Run directories (each with a metrics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Also write the table as Markdown to this file.
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<PathBuf>,
+    },
+    /// Open the UI on runs going on in another process (after a lost connection, say).
+    Watch {
+        /// Run directories (each with a metrics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+    },
+    /// Convert a CIFAR binary directory to an HDF5 file, or back (needs --features hdf5).
+    Convert {
+        /// A CIFAR binary directory or an .h5 file.
+        #[arg(long)]
+        from: PathBuf,
+        /// An .h5 file or a directory.
+        #[arg(long)]
+        to: PathBuf,
+        /// The input is CIFAR-100 (train.bin/test.bin).
+        #[arg(long)]
+        cifar100: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct TrainArgs {
+    /// The configuration file (default: ./config.toml, else the built-in default).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Override any key, e.g. --set train.max_steps=500 (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE", global = true)]
+    pub sets: Vec<String>,
+    /// Run without the UI (automatic when stdout is not a terminal).
+    #[arg(long, global = true)]
+    pub headless: bool,
+    /// Where run directories are created.
+    #[arg(long, default_value = "runs", global = true)]
+    pub runs_dir: PathBuf,
+    /// Continue a run from a run directory or a checkpoint directory.
+    #[arg(long, global = true)]
+    pub resume: Option<PathBuf>,
+    /// A device: auto, cpu, cuda:N (same as --set device=...).
+    #[arg(long, global = true)]
+    pub device: Option<String>,
+    /// A ready experiment from assets/experiments: degradation, quick, cifar-table6 (or a path).
+    #[arg(long, global = true)]
+    pub experiment: Option<String>,
+    /// The dataset directory or file (same as --set data.path=...).
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// CIFAR-10 binary directory (or CIFAR-100 with --set data.source=cifar100).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        None | Some(Cmd::Train) => train::train(cli.train),
+        Some(Cmd::Models { json }) => commands::models(json),
+        Some(Cmd::Eval(args)) => commands::eval(args),
+        Some(Cmd::Bench(args)) => bench::bench(args),
+        Some(Cmd::Report { runs, markdown }) => report::report(&runs, markdown.as_deref()),
+        Some(Cmd::Watch { runs }) => {
+            let ui = train::load_config(&cli.train)
+                .map(|r| r.runs[0].ui.clone())
+                .unwrap_or_default();
+            watch::watch(&runs, &ui)
+        }
+        Some(Cmd::Convert { from, to, cifar100 }) => commands::convert(&from, &to, cifar100),
+    }
+}

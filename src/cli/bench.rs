@@ -1,0 +1,319 @@
+//! `resnet-tui bench`: training and evaluation images/s and peak memory of one model on random
+//! batches (fresh every step), for one backend per process so peak RSS is that backend's own.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{D, DType, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ModelSpec, Net};
+use crate::ops::Backend;
+use crate::optim::{Sgd, SgdConfig};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "resnet20")]
+    pub model: String,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Timed training steps per repetition.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    #[arg(long, default_value_t = 512)]
+    pub eval_batch: usize,
+    /// Compute threads (0 = all cores).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// custom | stock | both (both runs each in its own process and prints ratios).
+    #[arg(long, default_value = "custom")]
+    pub backend: String,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub json: bool,
+    /// Measure the data side instead: generating the embedded data and one loader worker's
+    /// augmented batches per second, against the model's training images/s.
+    #[arg(long = "data-pipeline")]
+    pub data_pipeline: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub backend: String,
+    pub device: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub train_img_s: f64,
+    pub train_img_s_all: Vec<f64>,
+    pub eval_img_s: f64,
+    pub train_peak_rss_mb: f64,
+    pub eval_peak_rss_mb: f64,
+}
+
+/// Peak resident memory of this process so far, in MB (VmHWM).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resets the peak RSS counter (Linux: writing 5 to clear_refs).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.data_pipeline {
+        return bench_data(&args);
+    }
+    if args.backend == "both" {
+        return both(&args);
+    }
+    let backend = match args.backend.as_str() {
+        "custom" => Backend::Custom,
+        "stock" => Backend::Stock,
+        other => anyhow::bail!("--backend {other:?}: expected custom, stock or both"),
+    };
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.threads
+    };
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    let device = crate::engine::select_device(&args.device)?;
+    let spec = ModelSpec::parse(&args.model, None, 10, 32)?;
+    let varmap = VarMap::new();
+    let net = Net::new(
+        &spec,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        backend,
+    )?;
+    let params = net
+        .parameters()
+        .into_iter()
+        .map(|p| (p.name, p.var, true))
+        .collect();
+    let mut opt = Sgd::new(
+        params,
+        SgdConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 1e-4,
+        },
+    );
+    let batch = |n: usize| -> candle_core::Result<(Tensor, Tensor)> {
+        let x = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &device)?;
+        let y = Tensor::rand(0f32, 10.0, n, &device)?.to_dtype(DType::U32)?;
+        Ok((x, y))
+    };
+    let mut step = |x: &Tensor, y: &Tensor| -> candle_core::Result<f32> {
+        let logits = net.forward_t(x, true)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+        let grads = loss.backward()?;
+        opt.step(&grads, 0.1)?;
+        loss.to_scalar::<f32>()
+    };
+    reset_peak_rss();
+    for _ in 0..3 {
+        let (x, y) = batch(args.batch)?;
+        step(&x, &y)?;
+    }
+    let mut rates = Vec::new();
+    for _ in 0..args.reps.max(1) {
+        let mut spent = 0.0;
+        for _ in 0..args.steps.max(1) {
+            let (x, y) = batch(args.batch)?;
+            let t = Instant::now();
+            step(&x, &y)?;
+            spent += t.elapsed().as_secs_f64();
+        }
+        rates.push((args.steps.max(1) * args.batch) as f64 / spent);
+    }
+    let train_peak = peak_rss_mb();
+    reset_peak_rss();
+    let (x, _) = batch(args.eval_batch)?;
+    let forward = || -> candle_core::Result<()> {
+        net.forward_t(&x, false)?
+            .detach()
+            .argmax(D::Minus1)?
+            .to_vec1::<u32>()?;
+        Ok(())
+    };
+    forward()?;
+    let mut erates = Vec::new();
+    for _ in 0..args.reps.max(1) {
+        let t = Instant::now();
+        for _ in 0..3 {
+            forward()?;
+        }
+        erates.push(3.0 * args.eval_batch as f64 / t.elapsed().as_secs_f64());
+    }
+    let result = BenchResult {
+        model: args.model.clone(),
+        backend: args.backend.clone(),
+        device: crate::engine::describe(&device),
+        batch: args.batch,
+        threads,
+        train_img_s: median(&rates),
+        train_img_s_all: rates.iter().map(|r| (r * 10.0).round() / 10.0).collect(),
+        eval_img_s: median(&erates),
+        train_peak_rss_mb: train_peak,
+        eval_peak_rss_mb: peak_rss_mb(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print_table(&[result]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[BenchResult]) {
+    println!(
+        "{:<10} {:<8} {:>6} {:>8}  {:>10}  {:>10}  {:>12}  {:>12}",
+        "model",
+        "backend",
+        "batch",
+        "threads",
+        "train img/s",
+        "eval img/s",
+        "train RSS MB",
+        "eval RSS MB"
+    );
+    for r in rows {
+        println!(
+            "{:<10} {:<8} {:>6} {:>8}  {:>10.1}  {:>10.1}  {:>12.0}  {:>12.0}",
+            r.model,
+            r.backend,
+            r.batch,
+            r.threads,
+            r.train_img_s,
+            r.eval_img_s,
+            r.train_peak_rss_mb,
+            r.eval_peak_rss_mb
+        );
+    }
+}
+
+/// Runs the custom and the stock backend, each in a process of its own, and prints ratios.
+fn both(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find our own executable")?;
+    let mut rows = Vec::new();
+    for backend in ["custom", "stock"] {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "bench",
+                "--json",
+                "--backend",
+                backend,
+                "--model",
+                &args.model,
+            ])
+            .args([
+                "--batch",
+                &args.batch.to_string(),
+                "--steps",
+                &args.steps.to_string(),
+            ])
+            .args([
+                "--reps",
+                &args.reps.to_string(),
+                "--eval-batch",
+                &args.eval_batch.to_string(),
+            ])
+            .args([
+                "--threads",
+                &args.threads.to_string(),
+                "--device",
+                &args.device,
+            ])
+            .output()
+            .context("running the benchmark child process")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "bench --backend {backend} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        rows.push(serde_json::from_slice::<BenchResult>(&out.stdout)?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_table(&rows);
+    println!(
+        "custom / stock: train {:.2}x, eval {:.2}x, train peak RSS {:.2}x",
+        rows[0].train_img_s / rows[1].train_img_s,
+        rows[0].eval_img_s / rows[1].eval_img_s,
+        rows[0].train_peak_rss_mb / rows[1].train_peak_rss_mb.max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The data side: how fast the embedded data is made, and how many training images per second
+/// one loader worker prepares (pad, crop, flip, normalise), as a multiple of what the model eats.
+fn bench_data(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::data::{NormStats, Normalize, Source, bench_pipeline, load};
+    let n = 10_000;
+    let t = Instant::now();
+    let splits = load(
+        &Source::Synthetic {
+            seed: 0,
+            train: n,
+            test: 1,
+        },
+        0,
+    )?;
+    let made = t.elapsed().as_secs_f64();
+    println!(
+        "embedded data: {n} images in {made:.3} s ({:.0} images/s)",
+        n as f64 / made
+    );
+    let stats = NormStats::compute(&Normalize::PerPixelMean, &splits.train);
+    let fed = bench_pipeline(&splits.train, &stats, args.batch, 2.0);
+    println!("one loader worker: {fed:.0} augmented training images/s");
+    let exe = std::env::current_exe().context("cannot find our own executable")?;
+    let out = std::process::Command::new(exe)
+        .args(["bench", "--json", "--model", &args.model, "--steps", "5"])
+        .args(["--reps", "1", "--batch", &args.batch.to_string()])
+        .args([
+            "--threads",
+            &args.threads.to_string(),
+            "--device",
+            &args.device,
+        ])
+        .output()
+        .context("running the model benchmark")?;
+    if let Ok(r) = serde_json::from_slice::<BenchResult>(&out.stdout) {
+        println!(
+            "{} trains {:.0} images/s: one worker feeds {:.1}x that",
+            r.model,
+            r.train_img_s,
+            fed / r.train_img_s.max(1e-9)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

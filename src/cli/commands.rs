@@ -1,0 +1,133 @@
+//! `models`, `eval` and `convert`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::EvalArgs;
+use crate::config::Config;
+use crate::engine::DataCache;
+use crate::model::{ModelSpec, Net};
+
+/// `resnet-tui models [--json]`.
+pub fn models(json: bool) -> anyhow::Result<ExitCode> {
+    let zoo = crate::model::zoo();
+    if json {
+        let rows: Vec<serde_json::Value> = zoo
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "family": format!("{:?}", s.family).to_lowercase(),
+                    "depth": s.depth,
+                    "block": s.block_kind(),
+                    "plain": s.plain,
+                    "shortcut": if s.plain { "none".to_string() } else { format!("{:?}", s.shortcut) },
+                    "params": s.param_count(),
+                    "mult_adds": s.mult_adds(),
+                    "input": s.input,
+                    "classes": s.classes,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<14} {:>5}  {:<10}  {:<8}  {:>12}  {:>10}  {:>7}  {:>7}",
+        "model", "depth", "block", "shortcut", "params", "mult-adds", "input", "classes"
+    );
+    for s in &zoo {
+        let shortcut = if s.plain {
+            "none".to_string()
+        } else {
+            format!("{:?}", s.shortcut)
+        };
+        println!(
+            "{:<14} {:>5}  {:<10}  {:<8}  {:>12}  {:>9.3}G  {:>7}  {:>7}",
+            s.name,
+            s.depth,
+            s.block_kind(),
+            shortcut,
+            s.param_count(),
+            s.mult_adds() as f64 / 1e9,
+            format!("{0}x{0}", s.input),
+            s.classes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `resnet-tui eval --model M --weights FILE --data DIR [--json]`.
+pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let mut sets = vec![
+        format!("model={:?}", args.model),
+        format!("data.path={:?}", args.data.display().to_string()),
+    ];
+    if !args.sets.iter().any(|s| s.starts_with("data.source")) {
+        sets.push("data.source=\"cifar10\"".into());
+    }
+    sets.extend(args.sets.iter().cloned());
+    let resolved = Config::from_text(Path::new("<eval>"), "", &sets)?;
+    let c = &resolved.runs[0];
+    let device = crate::engine::select_device(&c.device)?;
+    let prepared = DataCache::default().prepare(c)?;
+    let shortcut =
+        crate::config::validate_shortcut(&c.shortcut).map_err(|e| anyhow::anyhow!(e.message))?;
+    let spec = ModelSpec::parse(&c.model, shortcut, prepared.train.classes, 32)?;
+    let varmap = VarMap::new();
+    let net = Net::new(
+        &spec,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        c.backend,
+    )?;
+    net.load_safetensors(&args.weights)?;
+    let test = &prepared.splits.test;
+    let (loss, err) = crate::engine::evaluate(
+        &net,
+        test,
+        &prepared.stats,
+        c.eval.batch_size,
+        usize::MAX,
+        &device,
+    )
+    .with_context(|| format!("evaluating {}", args.weights.display()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"loss": loss, "err": err, "n": test.len()})
+        );
+    } else {
+        println!(
+            "{} on {} test images: loss {loss:.4}, error {:.2}%",
+            args.weights.display(),
+            test.len(),
+            100.0 * err
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `resnet-tui convert --from DIR --to FILE.h5` (or back).
+pub fn convert(from: &Path, to: &Path, cifar100: bool) -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "hdf5")]
+    {
+        if from.is_dir() {
+            crate::data::convert_cifar_to_hdf5(from, to, cifar100)?;
+        } else {
+            crate::data::convert_hdf5_to_cifar(from, to)?;
+        }
+        println!("wrote {}", to.display());
+        Ok(ExitCode::SUCCESS)
+    }
+    #[cfg(not(feature = "hdf5"))]
+    {
+        let _ = (from, to, cifar100, Device::Cpu);
+        bail!(
+            "this binary was built without HDF5 support: rebuild with `cargo build --release --features hdf5` (needs Debian's libhdf5-dev)"
+        )
+    }
+}

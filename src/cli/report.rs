@@ -1,0 +1,217 @@
+//! `resnet-tui report RUN_DIR...`: the degradation table from runs' `metrics.jsonl`, finished or
+//! still running: final and best training/test error per run, and plain-vs-residual gaps.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::engine::{MetricsRecord, read_metrics};
+use crate::protocol::{Event, Split};
+
+/// What one run's metrics say.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    pub name: String,
+    pub model: String,
+    pub depth: usize,
+    pub plain: bool,
+    pub steps: u64,
+    pub time_s: f64,
+    pub finished: bool,
+    /// Training error: of the un-augmented training images when evaluated, else the mean batch
+    /// error over the last logged tenth of the run.
+    pub train_err: Option<f64>,
+    pub best_train_err: Option<f64>,
+    pub test_err: Option<f64>,
+    pub best_test_err: Option<f64>,
+}
+
+fn min(v: impl Iterator<Item = f64>) -> Option<f64> {
+    v.fold(None, |m, x| Some(m.map_or(x, |m: f64| m.min(x))))
+}
+
+pub fn summarize(records: &[MetricsRecord]) -> Option<RunSummary> {
+    let first = records.first()?;
+    let mut s = RunSummary {
+        name: first.run.clone(),
+        model: first.run.clone(),
+        depth: 0,
+        plain: first.run.starts_with("plain"),
+        steps: 0,
+        time_s: 0.0,
+        finished: false,
+        train_err: None,
+        best_train_err: None,
+        test_err: None,
+        best_test_err: None,
+    };
+    for r in records {
+        if let Some(Event::Started(i)) = &r.event {
+            s.model = i.model.clone();
+            s.depth = i.depth;
+            s.plain = i.plain;
+        }
+        s.steps = s.steps.max(r.step);
+        s.time_s = s.time_s.max(r.time_s);
+        s.finished |= r.kind == "finished";
+    }
+    let evals = |split: Split| {
+        records
+            .iter()
+            .filter(move |r| r.kind == "eval" && r.split == Some(split))
+    };
+    let test: Vec<f64> = evals(Split::Test)
+        .chain(evals(Split::Val))
+        .filter_map(|r| r.err)
+        .collect();
+    s.test_err = records
+        .iter()
+        .rev()
+        .find(|r| r.kind == "eval" && matches!(r.split, Some(Split::Test | Split::Val)))
+        .and_then(|r| r.err);
+    s.best_test_err = min(test.into_iter());
+    let train_evals: Vec<f64> = evals(Split::Train).filter_map(|r| r.err).collect();
+    if train_evals.is_empty() {
+        let steps: Vec<f64> = records
+            .iter()
+            .filter(|r| r.kind == "step")
+            .filter_map(|r| r.err)
+            .collect();
+        let tail = (steps.len() / 10).max(1);
+        if !steps.is_empty() {
+            s.train_err = Some(steps[steps.len() - tail..].iter().sum::<f64>() / tail as f64);
+            s.best_train_err = min(steps
+                .windows(tail)
+                .map(|w| w.iter().sum::<f64>() / tail as f64));
+        }
+    } else {
+        s.train_err = train_evals.last().copied();
+        s.best_train_err = min(train_evals.into_iter());
+    }
+    Some(s)
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
+}
+
+/// The finding in words, e.g. "plain56 train error 41.2% > plain20 33.0% (degradation)".
+pub fn findings(runs: &[RunSummary]) -> Vec<String> {
+    let mut out = Vec::new();
+    for plain in [true, false] {
+        let mut fam: Vec<&RunSummary> = runs
+            .iter()
+            .filter(|r| r.plain == plain && r.train_err.is_some())
+            .collect();
+        fam.sort_by_key(|r| r.depth);
+        if let (Some(shallow), Some(deep)) = (fam.first(), fam.last())
+            && shallow.depth < deep.depth
+        {
+            let (a, b) = (
+                deep.train_err.unwrap_or(0.0),
+                shallow.train_err.unwrap_or(0.0),
+            );
+            let verdict = match (plain, a > b) {
+                (true, true) => "degradation: the deeper plain net trains worse",
+                (true, false) => "no degradation seen yet",
+                (false, true) => "the deeper residual net trains worse",
+                (false, false) => "the deeper residual net trains better or equal",
+            };
+            out.push(format!(
+                "{} train error {:.1}% {} {} {:.1}% at step {} ({verdict})",
+                deep.name,
+                100.0 * a,
+                if a > b { ">" } else { "<=" },
+                shallow.name,
+                100.0 * b,
+                deep.steps.min(shallow.steps)
+            ));
+        }
+    }
+    out
+}
+
+/// The comparison table as Markdown.
+pub fn markdown(runs: &[RunSummary]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| run | model | depth | steps | time | train err | best train err | test err | best test err |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|");
+    for r in runs {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {}{} | {:.0} s | {} | {} | {} | {} |",
+            r.name,
+            r.model,
+            r.depth,
+            r.steps,
+            if r.finished { "" } else { " (running)" },
+            r.time_s,
+            pct(r.train_err),
+            pct(r.best_train_err),
+            pct(r.test_err),
+            pct(r.best_test_err)
+        );
+    }
+    let mut depths: Vec<usize> = runs.iter().map(|r| r.depth).collect();
+    depths.sort_unstable();
+    depths.dedup();
+    let pairs: Vec<(usize, &RunSummary, &RunSummary)> = depths
+        .iter()
+        .filter_map(|d| {
+            let p = runs.iter().find(|r| r.depth == *d && r.plain)?;
+            let q = runs.iter().find(|r| r.depth == *d && !r.plain)?;
+            Some((*d, p, q))
+        })
+        .collect();
+    if !pairs.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n| depth | plain train | residual train | gap | plain test | residual test | gap |"
+        );
+        let _ = writeln!(t, "|---|---|---|---|---|---|---|");
+        let gap = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:+.2} pt", 100.0 * (a - b)),
+            _ => "-".into(),
+        };
+        for (d, p, q) in pairs {
+            let _ = writeln!(
+                t,
+                "| {d} | {} | {} | {} | {} | {} | {} |",
+                pct(p.train_err),
+                pct(q.train_err),
+                gap(p.train_err, q.train_err),
+                pct(p.test_err),
+                pct(q.test_err),
+                gap(p.test_err, q.test_err)
+            );
+        }
+    }
+    for f in findings(runs) {
+        let _ = writeln!(t, "\n{f}");
+    }
+    t
+}
+
+pub fn report(dirs: &[PathBuf], write_markdown: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let mut runs = Vec::new();
+    for dir in dirs {
+        let path = dir.join("metrics.jsonl");
+        let records = read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
+        match summarize(&records) {
+            Some(s) => runs.push(s),
+            None => anyhow::bail!("{}: no records yet", path.display()),
+        }
+    }
+    let table = markdown(&runs);
+    print!("{table}");
+    if let Some(path) = write_markdown {
+        std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,235 @@
+//! `resnet-tui [train]`: resolve the config, create the run directories, start the engine, and
+//! drive it with the UI or headless; signals stop the runs with a final checkpoint.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context;
+
+use super::{EXIT_CONFIG, EXIT_INTERRUPTED, TrainArgs, headless};
+use crate::config::{Config, Resolved};
+use crate::engine::{Engine, RunPlan};
+use crate::protocol::{Command, Target};
+
+/// The repository's `config.toml`, used when there is none in the working directory.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config.toml");
+
+/// The ready experiments of `assets/experiments/`, built in.
+pub const EXPERIMENTS: [(&str, &str); 3] = [
+    (
+        "degradation",
+        include_str!("../../assets/experiments/degradation.toml"),
+    ),
+    ("quick", include_str!("../../assets/experiments/quick.toml")),
+    (
+        "cifar-table6",
+        include_str!("../../assets/experiments/cifar-table6.toml"),
+    ),
+];
+
+/// Loads the config named on the command line, `./config.toml`, or the built-in default.
+pub fn load_config(args: &TrainArgs) -> Result<Resolved, crate::config::ConfigError> {
+    let mut sets = Vec::new();
+    match &args.data {
+        Some(p) => {
+            sets.push(format!("data.path={:?}", p.display().to_string()));
+            // The kind of data follows from what is there.
+            let source = if p.join("data_batch_1.bin").is_file() {
+                Some("cifar10")
+            } else if p.join("train.bin").is_file() {
+                Some("cifar100")
+            } else if p.is_file() {
+                Some("hdf5")
+            } else {
+                None
+            };
+            if let Some(s) = source {
+                sets.push(format!("data.source={s:?}"));
+            }
+        }
+        // A ready experiment without data runs on the embedded data.
+        None if args.experiment.is_some() => sets.push("data.source=\"synthetic\"".into()),
+        None => {}
+    }
+    if let Some(d) = &args.device {
+        sets.push(format!("device={d:?}"));
+    }
+    sets.extend(args.sets.iter().cloned());
+    if let Some(name) = &args.experiment {
+        if let Some((file, text)) = EXPERIMENTS.iter().find(|(n, _)| n == name) {
+            let path = format!("assets/experiments/{file}.toml");
+            return Config::from_text(Path::new(&path), text, &sets);
+        }
+        return Config::load(Path::new(name), &sets);
+    }
+    match &args.config {
+        Some(path) => Config::load(path, &sets),
+        None if Path::new("config.toml").is_file() => Config::load(Path::new("config.toml"), &sets),
+        None => Config::from_text(Path::new("<built-in config.toml>"), DEFAULT_CONFIG, &sets),
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, for run directory names.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Directories for every run, unique even when started within the same second.
+fn plan_runs(resolved: &Resolved, args: &TrainArgs) -> anyhow::Result<Vec<RunPlan>> {
+    let stamp = timestamp();
+    let mut plans = Vec::new();
+    for (id, config) in resolved.runs.iter().enumerate() {
+        let (dir, resume) = match &args.resume {
+            // A resumed run keeps writing into its own directory.
+            Some(path) if resolved.runs.len() == 1 => {
+                let ckpt = crate::engine::resolve_checkpoint(path)?;
+                let run_dir = ckpt
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf)
+                    .context("a checkpoint directory must sit in <run>/checkpoints/")?;
+                (run_dir, Some(ckpt))
+            }
+            Some(_) => anyhow::bail!(
+                "--resume continues one run; this config has {}",
+                resolved.runs.len()
+            ),
+            None => {
+                let base = args.runs_dir.join(format!("{}-{stamp}", config.run_name()));
+                let mut dir = base.clone();
+                let mut n = 1;
+                while dir.exists() {
+                    n += 1;
+                    dir = PathBuf::from(format!("{}-{n}", base.display()));
+                }
+                (dir, None)
+            }
+        };
+        plans.push(RunPlan {
+            id,
+            config: config.clone(),
+            dir,
+            resume,
+        });
+    }
+    Ok(plans)
+}
+
+/// Sets the compute threads before any pool starts (candle and rayon read it once).
+fn set_threads(n: usize) {
+    let n = if n == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        n
+    };
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+}
+
+pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let resolved = match load_config(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("resnet-tui: config error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let mut resolved = resolved;
+    if let Some(path) = &args.resume {
+        // A resumed run uses the config it was started with, plus any --set given now.
+        let ckpt = crate::engine::resolve_checkpoint(path)?;
+        let state = crate::engine::load_checkpoint(&ckpt, &candle_core::Device::Cpu)?.state;
+        let text = toml::to_string(&state.config)?;
+        resolved = match Config::from_text(&ckpt.join("state.json"), &text, &args.sets) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("resnet-tui: config error: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        };
+    }
+    set_threads(resolved.runs[0].train.threads);
+    let plans = plan_runs(&resolved, &args)?;
+    let _log = super::headless::init_logging(&plans);
+    let engine = Engine::start(plans)?;
+    let interrupts = install_signals(&engine)?;
+    let headless = args.headless || !std::io::stdout().is_terminal();
+    if headless {
+        headless::print_events(&engine);
+    } else {
+        let ui = &resolved.runs[0].ui;
+        let cfg = crate::ui::UiConfig::from_settings(
+            ui.fps,
+            ui.lr_up,
+            ui.lr_down,
+            ui.smoothing,
+            &ui.markers,
+        );
+        match crate::ui::run(cfg, engine.events.clone(), engine.commands())? {
+            crate::ui::UiExit::Detached => headless::drain_events(&engine),
+            _ => headless::drain_events(&engine),
+        }
+    }
+    engine.join();
+    Ok(if interrupts.load(Ordering::SeqCst) > 0 {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGINT/SIGTERM: stop every run at the next step with a final checkpoint; a second one exits at
+/// once. SIGHUP (the SSH connection dropped) is ignored so the runs go on headless.
+fn install_signals(engine: &Engine) -> anyhow::Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let commands = engine.commands();
+    let seen = count.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    tracing::warn!("SIGHUP: the terminal is gone; training continues headless");
+                    continue;
+                }
+                if seen.fetch_add(1, Ordering::SeqCst) > 0 {
+                    crate::ui::restore_terminal();
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "resnet-tui: second interrupt, exiting at once"
+                    );
+                    std::process::exit(i32::from(EXIT_INTERRUPTED));
+                }
+                let _ = commands.send(crate::protocol::Addressed {
+                    target: Target::All,
+                    command: Command::Stop { checkpoint: true },
+                });
+            }
+        })?;
+    Ok(count)
+}

@@ -1,0 +1,273 @@
+//! Batches for training (shuffled, augmented, prefetched on worker threads) and for evaluation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use super::augment::{Augment, crop_flip, epoch_order};
+use super::{Dataset, IMAGE_BYTES, NormStats};
+
+/// One batch: images normalised, NCHW `[B, 3, 32, 32]`, and labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub epoch: u64,
+    /// The batch's index within its epoch.
+    pub index: u64,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    /// Pad, random crop and flip (Section 4.2); off gives the original views, shuffled.
+    pub augment: bool,
+    /// Worker threads (at least one is used).
+    pub workers: usize,
+    /// Batches kept ready ahead of the trainer, over all workers (at least one per worker).
+    pub prefetch: usize,
+    pub seed: u64,
+    /// Leave out an epoch's last, smaller batch.
+    pub drop_last: bool,
+}
+
+/// Batches per epoch for `n` samples. A dataset smaller than one batch still gives one batch.
+pub fn steps_per_epoch(n: usize, batch_size: usize, drop_last: bool) -> u64 {
+    let b = batch_size.max(1);
+    let steps = if drop_last { n / b } else { n.div_ceil(b) };
+    if n > 0 { steps.max(1) as u64 } else { 0 }
+}
+
+/// What a worker needs to build any batch of any epoch.
+#[derive(Clone, Copy)]
+struct Plan<'a> {
+    data: &'a Dataset,
+    stats: &'a NormStats,
+    batch: usize,
+    steps: u64,
+    augment: bool,
+    seed: u64,
+}
+
+impl Plan<'_> {
+    /// Builds batch `g` counted from epoch 0, batch 0; `order` caches the epoch's permutation.
+    fn build(&self, g: u64, order: &mut Option<(u64, Vec<u32>)>) -> Batch {
+        let (epoch, index) = (g / self.steps, g % self.steps);
+        let n = self.data.len();
+        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            *order = Some((epoch, epoch_order(self.seed, epoch, n)));
+        }
+        let perm = order
+            .as_ref()
+            .map(|(_, o)| o.as_slice())
+            .unwrap_or_default();
+        let from = (index as usize * self.batch).min(n);
+        let to = (from + self.batch).min(n);
+        let picks = &perm[from..to];
+        let mut b = Batch {
+            images: vec![0.0; picks.len() * IMAGE_BYTES],
+            labels: Vec::with_capacity(picks.len()),
+            epoch,
+            index,
+        };
+        let mut scratch = vec![0f32; IMAGE_BYTES];
+        for (out, &i) in b.images.chunks_exact_mut(IMAGE_BYTES).zip(picks) {
+            let aug = if self.augment {
+                Augment::draw(self.seed, epoch, u64::from(i))
+            } else {
+                Augment::NONE
+            };
+            fill_one(self.data, self.stats, i as usize, aug, &mut scratch, out);
+            b.labels.push(u32::from(self.data.labels[i as usize]));
+        }
+        b
+    }
+}
+
+/// Normalises sample `i` then crops/flips it into `out`, so the padding is zero in the network's
+/// input space (the mean-subtracted image padded with zeros).
+fn fill_one(
+    d: &Dataset,
+    stats: &NormStats,
+    i: usize,
+    aug: Augment,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    if aug == Augment::NONE {
+        stats.apply(d.image(i), out);
+    } else {
+        stats.apply(d.image(i), scratch);
+        crop_flip(scratch, aug.crop_x, aug.crop_y, aug.flip, out);
+    }
+}
+
+/// Training batches forever, epoch after epoch, built on worker threads. Worker `w` of `W` builds
+/// every W-th batch into its own bounded channel and `next` reads the channels in turn, so the
+/// sequence is the same for any number of workers. Dropping the loader stops and joins them.
+pub struct Loader {
+    channels: Vec<Receiver<Batch>>,
+    workers: Vec<JoinHandle<()>>,
+    cursor: AtomicU64,
+    steps: u64,
+}
+
+impl Loader {
+    /// Starts the workers at batch `start_batch` of epoch `start_epoch`, so a resumed run sees
+    /// exactly the batches an uninterrupted one would have.
+    pub fn spawn(
+        data: Arc<Dataset>,
+        stats: Arc<NormStats>,
+        cfg: LoaderConfig,
+        start_epoch: u64,
+        start_batch: u64,
+    ) -> Loader {
+        let n = data.len();
+        let batch = cfg.batch_size.max(1).min(n.max(1));
+        let steps = steps_per_epoch(n, batch, cfg.drop_last);
+        if steps == 0 {
+            return Loader {
+                channels: Vec::new(),
+                workers: Vec::new(),
+                cursor: AtomicU64::new(0),
+                steps,
+            };
+        }
+        let start = start_epoch
+            .saturating_mul(steps)
+            .saturating_add(start_batch);
+        let count = cfg.workers.max(1);
+        let depth = cfg.prefetch.div_ceil(count).max(1);
+        let mut channels = Vec::with_capacity(count);
+        let mut workers = Vec::with_capacity(count);
+        for w in 0..count {
+            let (tx, rx) = bounded(depth);
+            let (data, stats) = (data.clone(), stats.clone());
+            let (augment, seed) = (cfg.augment, cfg.seed);
+            let first = start + w as u64;
+            let spawned = std::thread::Builder::new()
+                .name(format!("data-{w}"))
+                .spawn(move || {
+                    let plan = Plan {
+                        data: &data,
+                        stats: &stats,
+                        batch,
+                        steps,
+                        augment,
+                        seed,
+                    };
+                    work(plan, first, count as u64, &tx);
+                });
+            let Ok(handle) = spawned else {
+                // Without every worker some batches would never come: yield none rather than hang.
+                channels.clear();
+                break;
+            };
+            channels.push(rx);
+            workers.push(handle);
+        }
+        Loader {
+            channels,
+            workers,
+            cursor: AtomicU64::new(0),
+            steps,
+        }
+    }
+
+    /// The next batch; `None` only if the workers could not be started or have stopped.
+    pub fn next(&self) -> Option<Batch> {
+        if self.channels.is_empty() {
+            return None;
+        }
+        let k = self.cursor.fetch_add(1, Ordering::Relaxed);
+        self.channels[(k % self.channels.len() as u64) as usize]
+            .recv()
+            .ok()
+    }
+
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.steps
+    }
+}
+
+fn work(plan: Plan<'_>, first: u64, stride: u64, tx: &Sender<Batch>) {
+    let mut order = None;
+    let mut g = first;
+    // A send fails once the loader (the receiver) is gone: that is the signal to stop.
+    while tx.send(plan.build(g, &mut order)).is_ok() {
+        g = g.saturating_add(stride);
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.channels.clear();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Evaluation batches: the dataset in order, the original views, normalised.
+pub fn eval_batches<'a>(
+    data: &'a Dataset,
+    stats: &'a NormStats,
+    batch: usize,
+) -> impl Iterator<Item = Batch> + 'a {
+    let b = batch.max(1);
+    (0..data.len().div_ceil(b)).map(move |k| {
+        let (from, to) = (k * b, ((k + 1) * b).min(data.len()));
+        let mut images = vec![0f32; (to - from) * IMAGE_BYTES];
+        for (out, i) in images.chunks_exact_mut(IMAGE_BYTES).zip(from..to) {
+            stats.apply(data.image(i), out);
+        }
+        Batch {
+            images,
+            labels: data.labels[from..to]
+                .iter()
+                .map(|&l| u32::from(l))
+                .collect(),
+            epoch: 0,
+            index: k as u64,
+        }
+    })
+}
+
+/// Images per second that one thread turns into augmented, normalised training batches (what one
+/// loader worker can feed), measured for about `seconds`.
+pub fn bench_pipeline(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64) -> f64 {
+    let n = data.len();
+    let batch = batch.max(1).min(n.max(1));
+    let steps = steps_per_epoch(n, batch, true);
+    if steps == 0 {
+        return 0.0;
+    }
+    let plan = Plan {
+        data,
+        stats,
+        batch,
+        steps,
+        augment: true,
+        seed: 0,
+    };
+    let (started, mut images, mut order) = (Instant::now(), 0usize, None);
+    let mut g = 0;
+    while images == 0 || started.elapsed().as_secs_f64() < seconds {
+        images += std::hint::black_box(plan.build(g, &mut order)).len();
+        g += 1;
+    }
+    images as f64 / started.elapsed().as_secs_f64()
+}

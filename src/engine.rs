@@ -1,0 +1,144 @@
+//! The training engine: one thread per run, driven by commands and reporting events over
+//! crossbeam channels, with or without the terminal UI.
+
+mod checkpoint;
+pub mod control;
+mod grads;
+mod metrics;
+mod setup;
+mod trainer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use crate::config::Config;
+use crate::protocol::{Addressed, Command, Event, RunId, Target};
+
+pub use checkpoint::{CheckpointError, CheckpointState, load_checkpoint, resolve_checkpoint};
+pub use metrics::{MetricsRecord, read_metrics};
+pub use setup::{DataCache, EngineError, describe_device as describe, select_device};
+pub use trainer::evaluate;
+
+/// One run to start: its resolved settings and where it writes.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub id: RunId,
+    pub config: Config,
+    /// The run directory (`runs/<name>-<timestamp>/`), created by `start`.
+    pub dir: PathBuf,
+    /// A checkpoint directory to continue from.
+    pub resume: Option<PathBuf>,
+}
+
+/// The running runs: send them commands, receive their events, wait for them.
+pub struct Engine {
+    /// Every run's events, in arrival order.
+    pub events: Receiver<Event>,
+    commands: Sender<Addressed>,
+    threads: Vec<JoinHandle<()>>,
+    router: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Prepares every run (data, model, device: errors come back before any thread starts) and
+    /// starts one thread per run.
+    pub fn start(plans: Vec<RunPlan>) -> Result<Engine, EngineError> {
+        let (event_tx, events) = unbounded();
+        let cache = DataCache::default();
+        let mut prepared = Vec::new();
+        for plan in plans {
+            prepared.push(trainer::Trainer::prepare(plan, &cache, event_tx.clone())?);
+        }
+        let mut run_txs = Vec::new();
+        let mut threads = Vec::new();
+        for t in prepared {
+            let (tx, rx) = unbounded::<Command>();
+            run_txs.push(tx.clone());
+            let name = format!("run-{}", t.name());
+            let done = Arc::new(AtomicBool::new(false));
+            let control = control::create(t.dir()).map_err(|e| EngineError::Setup {
+                run: t.name().to_string(),
+                message: format!("{}: {e}", t.dir().join(control::CONTROL_FILE).display()),
+            })?;
+            let flag = done.clone();
+            let handle = std::thread::Builder::new()
+                .name(name)
+                // candle's backward recurses through the graph: resnet1202 needs a deep stack.
+                .stack_size(64 << 20)
+                .spawn(move || {
+                    t.run(rx);
+                    flag.store(true, Ordering::Relaxed);
+                })
+                .map_err(|e| EngineError::Thread(e.to_string()))?;
+            threads.push(handle);
+            std::thread::Builder::new()
+                .name("control".into())
+                .spawn(move || control::follow(control, tx, done))
+                .map_err(|e| EngineError::Thread(e.to_string()))?;
+        }
+        let (commands, command_rx) = unbounded::<Addressed>();
+        let router = std::thread::Builder::new()
+            .name("router".into())
+            .spawn(move || route(command_rx, run_txs))
+            .map_err(|e| EngineError::Thread(e.to_string()))?;
+        Ok(Engine {
+            events,
+            commands,
+            threads,
+            router: Some(router),
+        })
+    }
+
+    /// A sender for commands (for the UI, signal handlers, the command socket).
+    pub fn commands(&self) -> Sender<Addressed> {
+        self.commands.clone()
+    }
+
+    pub fn send(&self, target: Target, command: Command) {
+        // The router only stops when every sender is gone, so this cannot fail while `self` lives.
+        let _ = self.commands.send(Addressed { target, command });
+    }
+
+    /// How many runs were started.
+    pub fn runs(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Whether every run thread has ended.
+    pub fn all_finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Waits for every run to end.
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // The router is not joined: the signal handler keeps a command sender for the life of
+        // the process, so the router only ends with it. It holds no data that needs flushing.
+        drop(self.router.take());
+    }
+}
+
+/// Forwards addressed commands to the runs they are for.
+fn route(commands: Receiver<Addressed>, runs: Vec<Sender<Command>>) {
+    let runs = Arc::new(runs);
+    for a in commands {
+        match a.target {
+            Target::All => {
+                for r in runs.iter() {
+                    let _ = r.send(a.command.clone());
+                }
+            }
+            Target::Run(i) => {
+                if let Some(r) = runs.get(i) {
+                    let _ = r.send(a.command);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Fast CPU kernels for the hot operations of the residual networks, as candle custom ops with
+//! their own backward passes: convolution (im2col + one GEMM per image), batch normalisation in
+//! training mode (optionally fused with ReLU), the residual `relu(a + b)` and the option-A
+//! shortcut of He et al. (2015), section 4.2. Inputs must be contiguous f32 tensors on the CPU;
+//! [`crate::ops`] decides when to call these and falls back to candle's stock ops otherwise.
+
+mod batchnorm;
+mod block;
+mod block_eval;
+mod conv;
+mod eltwise;
+mod fused;
+mod gemm;
+mod im2col;
+mod pool;
+mod shifted;
+mod simd;
+mod weight_grad;
+
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor, bail};
+
+pub use batchnorm::batch_norm_train;
+pub use block::{BasicBlockParams, BlockShortcut, BlockStats, basic_block_train};
+pub use block_eval::{BasicBlockEval, basic_block_eval};
+pub use conv::{ConvGeometry, conv2d, conv2d_backward};
+pub use eltwise::{add_relu, shortcut_a};
+pub use fused::{BatchNormEval, conv2d_batch_norm_eval, conv2d_batch_norm_train};
+
+/// Whether the custom kernels can run on `t`: an f32 tensor on the CPU.
+pub fn supports(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// The contiguous f32 data of a custom op's CPU argument.
+fn cpu_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!("{op}: the custom CPU kernel needs f32 data")
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: the custom CPU kernel needs a contiguous tensor"),
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor (used by the backward passes).
+fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(cpu_f32(cpu, layout, op)?),
+        _ => bail!("{op}: the custom kernel runs only on the CPU"),
+    }
+}
+
+/// A new CPU tensor from kernel output.
+fn cpu_tensor(data: Vec<f32>, dims: &[usize]) -> Result<Tensor> {
+    Tensor::from_vec(data, dims, &Device::Cpu)
+}
+
+/// The size of a contiguous NC... tensor as (batch, channels, elements per channel plane).
+fn nc_plane(dims: &[usize], op: &str) -> Result<(usize, usize, usize)> {
+    if dims.len() < 2 {
+        bail!("{op}: expected a tensor of rank >= 2 (N, C, ...), got shape {dims:?}")
+    }
+    Ok((dims[0], dims[1], dims[2..].iter().product()))
+}
+
+/// Copies a short row (an image row of 8 to 64 floats): a loop the compiler vectorises inline,
+/// where `copy_from_slice` pays a `memcpy` call per row.
+#[inline]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = *s;
+    }
+}
+
+/// Makes glibc keep freed memory for reuse instead of returning large blocks to the kernel and
+/// page-faulting them back in on the next step (the same as `MALLOC_MMAP_THRESHOLD_=1 GiB`,
+/// `MALLOC_TRIM_THRESHOLD_=8 GiB`, `MALLOC_TOP_PAD_=256 MiB`): worth ~25% of a CPU training
+/// step, where candle allocates every tensor and gradient afresh. Call once at start-up, before
+/// other threads allocate. Does nothing on other C libraries.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocation thresholds; called before the worker threads
+    // exist, it races with no other allocator call.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}

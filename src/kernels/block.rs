@@ -1,0 +1,308 @@
+//! A whole basic residual block of He et al. (2015), figure 2, as one custom op:
+//! `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, with the identity shortcut, the
+//! option-A shortcut (section 4.2) or none (the plain networks). candle's backward pass then
+//! zero-fills and adds one gradient per block instead of one per layer, and every
+//! intermediate gradient stays a plain buffer of ours.
+
+use super::batchnorm::{self, Saved};
+use super::conv::{self, ConvGeometry};
+use super::eltwise::ShortcutA;
+use super::{cpu_f32, cpu_tensor, pool, simd, with_f32};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+use std::sync::{Arc, OnceLock};
+
+/// What is added to the block's output before the last ReLU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockShortcut {
+    /// No shortcut: a block of the plain networks.
+    None,
+    /// The input itself (same shape as the output).
+    Identity,
+    /// Option A: the input subsampled by 2 with zero channels added (stage changes).
+    PadA,
+}
+
+/// The parameters of one basic block: two convolutions (OIHW, square kernels, "same" padding),
+/// each followed by batch norm with its γ and β.
+#[derive(Clone, Copy, Debug)]
+pub struct BasicBlockParams<'a> {
+    pub conv1: &'a Tensor,
+    pub gamma1: &'a Tensor,
+    pub beta1: &'a Tensor,
+    pub conv2: &'a Tensor,
+    pub gamma2: &'a Tensor,
+    pub beta2: &'a Tensor,
+}
+
+/// The batch mean and biased variance of the block's two batch norms (detached).
+pub type BlockStats = [(Tensor, Tensor); 2];
+
+struct BlockSaved {
+    z1: Vec<f32>,
+    y1: Vec<f32>,
+    z2: Vec<f32>,
+    bn1: Saved,
+    bn2: Saved,
+}
+
+impl Drop for BlockSaved {
+    fn drop(&mut self) {
+        for v in [&mut self.z1, &mut self.y1, &mut self.z2] {
+            pool::give(std::mem::take(v));
+        }
+    }
+}
+
+struct BasicBlock {
+    g1: ConvGeometry,
+    g2: ConvGeometry,
+    shortcut: BlockShortcut,
+    eps: f64,
+    saved: Arc<OnceLock<BlockSaved>>,
+}
+
+/// Runs one basic block in training mode (batch statistics) on `x` (N, C, H, W); the first
+/// convolution has the given stride.
+pub fn basic_block_train(
+    x: &Tensor,
+    p: &BasicBlockParams,
+    stride: usize,
+    shortcut: BlockShortcut,
+    eps: f64,
+) -> Result<(Tensor, BlockStats)> {
+    let (g1, g2) = geometry(x, p.conv1, p.conv2, stride, shortcut)?;
+    let params = [
+        ("gamma1", p.gamma1),
+        ("beta1", p.beta1),
+        ("gamma2", p.gamma2),
+        ("beta2", p.beta2),
+    ];
+    for (name, t) in params {
+        if t.dims() != [g1.co] {
+            bail!(
+                "basic_block_train: {name} must have shape ({},), got {:?}",
+                g1.co,
+                t.dims()
+            )
+        }
+    }
+    // All parameters travel as one flat argument: candle's custom ops take at most three.
+    let flat = [p.conv1.flatten_all()?, p.gamma1.clone(), p.beta1.clone()];
+    let flat2 = [p.conv2.flatten_all()?, p.gamma2.clone(), p.beta2.clone()];
+    let params = Tensor::cat(
+        &[
+            &flat[0], &flat[1], &flat[2], &flat2[0], &flat2[1], &flat2[2],
+        ],
+        0,
+    )?;
+    let saved = Arc::new(OnceLock::new());
+    let op = BasicBlock {
+        g1,
+        g2,
+        shortcut,
+        eps,
+        saved: saved.clone(),
+    };
+    let y = x.contiguous()?.apply_op2(&params, op)?;
+    let Some(s) = saved.get() else {
+        bail!("basic_block_train: the forward pass left no statistics")
+    };
+    let stat = |v: &Vec<f32>| cpu_tensor(v.clone(), &[g1.co]);
+    let stats = [
+        (stat(&s.bn1.mean)?, stat(&s.bn1.var)?),
+        (stat(&s.bn2.mean)?, stat(&s.bn2.var)?),
+    ];
+    Ok((y, stats))
+}
+
+/// The two convolutions' sizes, checked against each other and against the shortcut.
+pub(crate) fn geometry(
+    x: &Tensor,
+    conv1: &Tensor,
+    conv2: &Tensor,
+    stride: usize,
+    shortcut: BlockShortcut,
+) -> Result<(ConvGeometry, ConvGeometry)> {
+    let what = "basic block";
+    let pad = |w: &Tensor| w.dim(3).map(|k| k / 2);
+    let g1 = ConvGeometry::new(x.dims(), conv1.dims(), stride, pad(conv1)?)?;
+    let g2 = ConvGeometry::new(&[g1.n, g1.co, g1.ho, g1.wo], conv2.dims(), 1, pad(conv2)?)?;
+    if g2.co != g1.co || (g2.ho, g2.wo) != (g1.ho, g1.wo) {
+        bail!(
+            "{what}: conv2 {:?} does not keep conv1's output shape",
+            conv2.dims()
+        )
+    }
+    let out = [g1.n, g1.co, g1.ho, g1.wo];
+    let halved = (g1.h.div_ceil(2), g1.w.div_ceil(2)) == (g1.ho, g1.wo);
+    match shortcut {
+        BlockShortcut::Identity if x.dims() != out => {
+            bail!(
+                "{what}: identity shortcut needs the output shape {out:?}, input is {:?}",
+                x.dims()
+            )
+        }
+        BlockShortcut::PadA if g1.co < g1.ci || !halved => {
+            bail!(
+                "{what}: option-A shortcut cannot map {:?} to {out:?}",
+                x.dims()
+            )
+        }
+        _ => Ok((g1, g2)),
+    }
+}
+
+impl BasicBlock {
+    /// The offsets of conv1, γ1, β1, conv2, γ2, β2 in the flat parameter vector.
+    fn offsets(&self) -> [usize; 7] {
+        let (c, w1, w2) = (
+            self.g1.co,
+            self.g1.co * self.g1.k(),
+            self.g2.co * self.g2.k(),
+        );
+        [
+            0,
+            w1,
+            w1 + c,
+            w1 + 2 * c,
+            w1 + 2 * c + w2,
+            w1 + 3 * c + w2,
+            w1 + 4 * c + w2,
+        ]
+    }
+
+    fn shortcut_a(&self) -> ShortcutA {
+        let g = &self.g1;
+        ShortcutA::new((g.n, g.ci, g.h, g.w), g.co)
+    }
+}
+
+impl CustomOp2 for BasicBlock {
+    fn name(&self) -> &'static str {
+        "resnet-basic-block-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let what = "basic_block_train";
+        let (x, p) = (cpu_f32(s1, l1, what)?, cpu_f32(s2, l2, what)?);
+        let o = self.offsets();
+        let (g1, g2) = (&self.g1, &self.g2);
+        let dims = (g1.n, g1.co, g1.ho * g1.wo);
+        let (z1, st1) = conv::forward_stats(x, &p[o[0]..o[1]], g1);
+        let (y1, bn1) = batchnorm::forward(
+            &z1,
+            Some(&st1),
+            &p[o[1]..o[2]],
+            &p[o[2]..o[3]],
+            self.eps,
+            true,
+            dims,
+        );
+        let (z2, st2) = conv::forward_stats(&y1, &p[o[3]..o[4]], g2);
+        let st2 = Some(&st2[..]);
+        let (gamma2, beta2) = (&p[o[4]..o[5]], &p[o[5]..o[6]]);
+        let (y, bn2) = match self.shortcut {
+            BlockShortcut::None => {
+                batchnorm::forward(&z2, st2, gamma2, beta2, self.eps, true, dims)
+            }
+            BlockShortcut::Identity => {
+                batchnorm::forward_add_relu(&z2, st2, gamma2, beta2, self.eps, x, dims)
+            }
+            BlockShortcut::PadA => {
+                let r = self.shortcut_a().forward(x);
+                batchnorm::forward_add_relu(&z2, st2, gamma2, beta2, self.eps, &r, dims)
+            }
+        };
+        if self
+            .saved
+            .set(BlockSaved {
+                z1,
+                y1,
+                z2,
+                bn1,
+                bn2,
+            })
+            .is_err()
+        {
+            bail!("{what}: a custom op instance ran its forward pass twice")
+        }
+        Ok((CpuStorage::F32(y), Shape::from((g1.n, g1.co, g1.ho, g1.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let what = "basic_block_train backward";
+        let Some(s) = self.saved.get() else {
+            bail!("{what}: nothing saved by the forward pass")
+        };
+        let (g1, g2, o) = (&self.g1, &self.g2, self.offsets());
+        let dims = (g1.n, g1.co, g1.ho * g1.wo);
+        let p = with_f32(params, what, |p| Ok(p.to_vec()))?;
+        let (hw, out_len) = (dims.2, g1.co * dims.2);
+        // The gradient at the output of the last ReLU, shared by the shortcut and the main path,
+        // with the second batch norm's per-plane sums taken while each image is in cache.
+        let (g, sums2) = with_f32(grad, what, |dy| {
+            with_f32(res, what, |y| {
+                let mut g = pool::take(dy.len());
+                let sums: Vec<Vec<[f64; 2]>> = g
+                    .par_chunks_mut(out_len.max(1))
+                    .enumerate()
+                    .map(|(i, gi)| {
+                        let at = i * out_len;
+                        simd::relu_grad(&dy[at..at + out_len], &y[at..at + out_len], gi);
+                        batchnorm::image_grad_sums(i, gi, &s.z2, &s.z2, &s.bn2, false, hw)
+                    })
+                    .collect();
+                Ok((g, sums.concat()))
+            })
+        })?;
+        let (gamma1, gamma2) = (&p[o[1]..o[2]], &p[o[4]..o[5]]);
+        let (dz2, dgamma2, dbeta2) =
+            batchnorm::backward_with(&s.z2, &s.z2, &g, gamma2, &s.bn2, false, dims, Some(&sums2));
+        let (dy1, sums1) = conv::backward_input_map(&dz2, &p[o[3]..o[4]], g2, |i, d| {
+            batchnorm::image_grad_sums(i, d, &s.y1, &s.z1, &s.bn1, true, hw)
+        });
+        let dw2 = conv::backward_weight(&s.y1, &dz2, g2);
+        pool::give(dz2);
+        let sums1 = sums1.concat();
+        let (dz1, dgamma1, dbeta1) =
+            batchnorm::backward_with(&s.z1, &s.y1, &dy1, gamma1, &s.bn1, true, dims, Some(&sums1));
+        pool::give(dy1);
+        let (dx, dw1) = with_f32(x, what, |xs| {
+            let dw1 = conv::backward_weight(xs, &dz1, g1);
+            let dx = x.track_op().then(|| {
+                let mut dx = conv::backward_input(&dz1, &p[o[0]..o[1]], g1);
+                match self.shortcut {
+                    BlockShortcut::None => {}
+                    BlockShortcut::Identity => {
+                        dx.par_chunks_mut(1 << 14)
+                            .zip(g.par_chunks(1 << 14))
+                            .for_each(|(d, g)| {
+                                d.iter_mut().zip(g).for_each(|(d, g)| *d += g);
+                            });
+                    }
+                    BlockShortcut::PadA => self.shortcut_a().backward_add(&g, &mut dx),
+                }
+                dx
+            });
+            Ok((dx, dw1))
+        })?;
+        pool::give(dz1);
+        pool::give(g);
+        let dx = dx.map(|d| cpu_tensor(d, x.dims())).transpose()?;
+        let dp = [dw1, dgamma1, dbeta1, dw2, dgamma2, dbeta2].concat();
+        Ok((dx, Some(cpu_tensor(dp, &[o[6]])?)))
+    }
+}

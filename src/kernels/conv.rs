@@ -1,0 +1,396 @@
+//! 2-D convolution (NCHW input, OIHW weight, square kernel, no bias) as im2col + one GEMM per
+//! image, parallel over the images. Its backward pass runs the same way: the input gradient of a
+//! stride-1 convolution is the forward convolution of the output gradient with the rotated,
+//! transposed kernel; other strides use GEMM + col2im. The weight gradient sums one GEMM per
+//! image into one accumulator per thread.
+
+use super::gemm::{View, matmul, with_scratch};
+use super::im2col::{col2im_add, im2col, im2row};
+use super::{cpu_f32, cpu_tensor, with_f32};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+/// The sizes of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub n: usize,
+    pub ci: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub ksize: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl ConvGeometry {
+    /// Checks an input of shape (N, C, H, W) against a weight of shape (O, C, K, K).
+    pub fn new(x: &[usize], wt: &[usize], stride: usize, pad: usize) -> Result<Self> {
+        let (&[n, ci, h, w], &[co, wci, kh, kw]) = (x, wt) else {
+            bail!("conv2d: expected input NCHW and weight OIHW, got {x:?} and {wt:?}")
+        };
+        if wci != ci {
+            bail!("conv2d: input has {ci} channels but the weight {wt:?} expects {wci}")
+        }
+        if kh != kw || kh == 0 {
+            bail!("conv2d: the custom kernel needs a square kernel, got {kh}x{kw}")
+        }
+        if stride == 0 {
+            bail!("conv2d: stride must be at least 1")
+        }
+        if h + 2 * pad < kh || w + 2 * pad < kw {
+            bail!("conv2d: kernel {kh}x{kw} larger than the padded input {h}x{w} (padding {pad})")
+        }
+        let out = |len: usize| (len + 2 * pad - kh) / stride + 1;
+        let (ho, wo) = (out(h), out(w));
+        Ok(ConvGeometry {
+            n,
+            ci,
+            h,
+            w,
+            co,
+            ksize: kh,
+            stride,
+            pad,
+            ho,
+            wo,
+        })
+    }
+
+    /// Rows of the column matrix: input channels times kernel taps.
+    pub(crate) fn k(&self) -> usize {
+        self.ci * self.ksize * self.ksize
+    }
+    /// Output pixels per image.
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn in_len(&self) -> usize {
+        self.ci * self.h * self.w
+    }
+    fn out_len(&self) -> usize {
+        self.co * self.p()
+    }
+    /// A 1x1, stride-1, unpadded convolution needs no im2col: the image is the column matrix.
+    fn is_pointwise(&self) -> bool {
+        self.ksize == 1 && self.stride == 1 && self.pad == 0
+    }
+}
+
+/// Convolution of `x` (N, C, H, W) with `w` (O, C, K, K), without bias, through the custom
+/// kernels; gradients flow to both arguments through candle's autograd.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let g = ConvGeometry::new(x.dims(), w.dims(), stride, padding)?;
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2d { g })
+}
+
+struct Conv2d {
+    g: ConvGeometry,
+}
+
+impl CustomOp2 for Conv2d {
+    fn name(&self) -> &'static str {
+        "resnet-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.g;
+        let x = cpu_f32(s1, l1, "conv2d")?;
+        let w = cpu_f32(s2, l2, "conv2d")?;
+        let out = forward(x, w, g);
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.co, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // Inputs that need no gradient (the images) are skipped.
+        conv2d_grads(x, w, grad, &self.g, x.track_op(), w.track_op())
+    }
+}
+
+/// The gradients of a custom convolution with respect to its input and its weight, given the
+/// output gradient `dy`; each only when asked for.
+pub fn conv2d_backward(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    stride: usize,
+    padding: usize,
+    (input, weight): (bool, bool),
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let g = ConvGeometry::new(x.dims(), w.dims(), stride, padding)?;
+    if dy.dims() != [g.n, g.co, g.ho, g.wo] {
+        bail!(
+            "conv2d backward: output gradient has shape {:?}, expected {:?}",
+            dy.dims(),
+            [g.n, g.co, g.ho, g.wo]
+        )
+    }
+    conv2d_grads(x, w, dy, &g, input, weight)
+}
+
+fn conv2d_grads(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    g: &ConvGeometry,
+    input: bool,
+    weight: bool,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let what = "conv2d backward";
+    with_f32(dy, what, |dy| {
+        let dx = match input {
+            true => Some(with_f32(w, what, |ws| Ok(backward_input(dy, ws, g)))?),
+            false => None,
+        };
+        let dw = match weight {
+            true => Some(with_f32(x, what, |xs| Ok(backward_weight(xs, dy, g)))?),
+            false => None,
+        };
+        let dx = dx
+            .map(|d| cpu_tensor(d, &[g.n, g.ci, g.h, g.w]))
+            .transpose()?;
+        let dw = dw
+            .map(|d| cpu_tensor(d, &[g.co, g.ci, g.ksize, g.ksize]))
+            .transpose()?;
+        Ok((dx, dw))
+    })
+}
+
+/// A per-output-channel bias and optional ReLU applied to each image's output while it is
+/// still in cache (batch norm folded into the convolution in evaluation).
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub bias: &'a [f32],
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// Applies the epilogue to one image's output (channels × pixels).
+    pub fn apply(&self, out: &mut [f32]) {
+        let p = out.len() / self.bias.len().max(1);
+        for (plane, &b) in out.chunks_exact_mut(p.max(1)).zip(self.bias) {
+            super::simd::shift_relu(plane, b, self.relu);
+        }
+    }
+}
+
+/// The convolution of a batch, one image per task.
+pub(crate) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    forward_with(x, w, g, None)
+}
+
+/// [`forward`], then `epilogue` on each image.
+pub(crate) fn forward_with(
+    x: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    epilogue: Option<Epilogue>,
+) -> Vec<f32> {
+    let apply = |_: usize, o: &mut [f32]| epilogue.inspect(|e| e.apply(o)).map(drop);
+    forward_map(x, w, g, apply).0
+}
+
+/// [`forward`], then `post(image, output)` on each image while its output is in cache; returns
+/// the outputs and what `post` returned for each image.
+pub(crate) fn forward_map<T: Send>(
+    x: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    post: impl Fn(usize, &mut [f32]) -> T + Sync,
+) -> (Vec<f32>, Vec<T>) {
+    let prepared = Prepared::new(w, g);
+    let in_len = g.in_len();
+    let mut out = super::pool::take(g.n * g.out_len());
+    let extra = out
+        .par_chunks_mut(g.out_len().max(1))
+        .enumerate()
+        .map(|(i, o)| {
+            prepared.image(&x[i * in_len..(i + 1) * in_len], o);
+            post(i, o)
+        })
+        .collect();
+    (out, extra)
+}
+
+/// [`forward`], plus the [`batchnorm::plane_stats`] of every output channel plane (index
+/// image·O + channel), computed while each image's output is still in cache.
+///
+/// [`batchnorm::plane_stats`]: super::batchnorm::plane_stats
+pub(crate) fn forward_stats(x: &[f32], w: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<[f64; 2]>) {
+    let p = g.p().max(1);
+    let stats = |_: usize, o: &mut [f32]| -> Vec<[f64; 2]> {
+        o.chunks_exact(p)
+            .map(super::batchnorm::plane_stats)
+            .collect()
+    };
+    let (out, per_image) = forward_map(x, w, g, stats);
+    (out, per_image.concat())
+}
+
+/// A convolution's weight in the layout its per-image kernel wants.
+pub(crate) struct Prepared<'a> {
+    g: ConvGeometry,
+    w: std::borrow::Cow<'a, [f32]>,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(w: &'a [f32], g: &ConvGeometry) -> Self {
+        let w = match g.stride == 1 && !g.is_pointwise() {
+            true => super::shifted::taps(w, g).into(),
+            false => w.into(),
+        };
+        Prepared { g: *g, w }
+    }
+
+    /// One image: `x` (C × H × W) into `out` (O × Ho × Wo).
+    pub fn image(&self, x: &[f32], out: &mut [f32]) {
+        let (g, w) = (&self.g, &self.w[..]);
+        let (k, p) = (g.k(), g.p());
+        if g.is_pointwise() {
+            matmul(
+                g.co,
+                p,
+                k,
+                out,
+                (p, 1),
+                false,
+                View::rows(w, k),
+                View::rows(x, p),
+            );
+        } else if g.stride == 1 {
+            super::shifted::image(x, w, g, out);
+        } else {
+            with_scratch(k * p, |col| {
+                im2col(x, g, col);
+                matmul(
+                    g.co,
+                    p,
+                    k,
+                    out,
+                    (p, 1),
+                    false,
+                    View::rows(w, k),
+                    View::rows(col, p),
+                );
+            });
+        }
+    }
+}
+
+/// The gradient with respect to the input.
+pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    backward_input_map(dy, w, g, |_, _| ()).0
+}
+
+/// [`backward_input`], then `post(image, input gradient)` on each image while it is in cache.
+pub(crate) fn backward_input_map<T: Send>(
+    dy: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    post: impl Fn(usize, &mut [f32]) -> T + Sync,
+) -> (Vec<f32>, Vec<T>) {
+    let kk = g.ksize * g.ksize;
+    if g.stride == 1 && g.pad < g.ksize {
+        // Full correlation with the kernel rotated by 180 degrees and in/out channels swapped.
+        let mut rot = vec![0f32; w.len()];
+        for o in 0..g.co {
+            for c in 0..g.ci {
+                let src = &w[(o * g.ci + c) * kk..(o * g.ci + c + 1) * kk];
+                let dst = &mut rot[(c * g.co + o) * kk..(c * g.co + o + 1) * kk];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+        let (h, w) = (g.ho, g.wo);
+        let pad = g.ksize - 1 - g.pad;
+        let gt = ConvGeometry {
+            ci: g.co,
+            h,
+            w,
+            co: g.ci,
+            pad,
+            ho: g.h,
+            wo: g.w,
+            ..*g
+        };
+        return forward_map(dy, &rot, &gt, post);
+    }
+    let (k, p, out_len) = (g.k(), g.p(), g.out_len());
+    let mut dx = vec![0f32; g.n * g.in_len()];
+    let extra = dx
+        .par_chunks_mut(g.in_len().max(1))
+        .enumerate()
+        .map(|(i, dxi)| {
+            let dyi = View::rows(&dy[i * out_len..(i + 1) * out_len], p);
+            with_scratch(k * p, |dcol| {
+                matmul(k, p, g.co, dcol, (p, 1), false, View::transposed(w, k), dyi);
+                col2im_add(dcol, g, dxi);
+            });
+            post(i, dxi)
+        })
+        .collect();
+    (dx, extra)
+}
+
+/// The gradient with respect to the weight: per thread, a sum over its images.
+pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if g.stride == 1 {
+        return super::weight_grad::stride1(x, dy, g);
+    }
+    let (k, p, in_len, out_len) = (g.k(), g.p(), g.in_len(), g.out_len());
+    let per =
+        g.n.div_ceil(rayon::current_num_threads().clamp(1, g.n.max(1)))
+            .max(1);
+    let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
+        .into_par_iter()
+        .map(|part| {
+            let mut acc = vec![0f32; g.co * k];
+            let images = part * per..((part + 1) * per).min(g.n);
+            for i in images.clone() {
+                let dyi = View::rows(&dy[i * out_len..(i + 1) * out_len], p);
+                let xi = &x[i * in_len..(i + 1) * in_len];
+                let accumulate = i > images.start;
+                if g.is_pointwise() {
+                    matmul(
+                        g.co,
+                        k,
+                        p,
+                        &mut acc,
+                        (k, 1),
+                        accumulate,
+                        dyi,
+                        View::transposed(xi, p),
+                    );
+                } else {
+                    with_scratch(k * p, |rows| {
+                        im2row(xi, g, rows);
+                        let rows = View::rows(rows, k);
+                        matmul(g.co, k, p, &mut acc, (k, 1), accumulate, dyi, rows);
+                    });
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0f32; g.co * k]);
+    for part in parts {
+        total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
+    }
+    total
+}

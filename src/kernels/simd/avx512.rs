@@ -1,0 +1,219 @@
+//! The AVX-512 bodies of the element-wise kernels; callers check the CPU first.
+
+use std::arch::x86_64::*;
+
+const L: usize = 16;
+
+/// Lanes `[0, n)` of a 16-lane vector, for the tail of a slice (n < 16).
+fn mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// Loads `s[at..at + 16]`, zero past the end of `s`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn load(s: &[f32], at: usize) -> __m512 {
+    if at + L <= s.len() {
+        // SAFETY: `s[at..at + 16]` is in bounds (checked above).
+        return unsafe { _mm512_loadu_ps(s.as_ptr().add(at)) };
+    }
+    let n = s.len().saturating_sub(at);
+    // SAFETY: the mask covers only the n < 16 elements that lie inside `s`.
+    unsafe { _mm512_maskz_loadu_ps(mask(n), s.as_ptr().add(at.min(s.len()))) }
+}
+
+/// Stores into `s[at..at + 16]`, dropping lanes past the end of `s`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn store(s: &mut [f32], at: usize, v: __m512) {
+    if at + L <= s.len() {
+        // SAFETY: `s[at..at + 16]` is in bounds (checked above).
+        return unsafe { _mm512_storeu_ps(s.as_mut_ptr().add(at), v) };
+    }
+    let n = s.len().saturating_sub(at);
+    // SAFETY: the mask covers only the n < 16 elements that lie inside `s`.
+    unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr().add(at.min(s.len())), mask(n), v) }
+}
+
+fn mask_or_full(n: usize) -> __mmask16 {
+    if n >= L { 0xffff } else { mask(n) }
+}
+
+/// Lanes where y > 0 (all lanes when `relu` is off).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn live(y: &[f32], at: usize, relu: bool) -> __mmask16 {
+    if relu {
+        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(load(y, at), _mm512_setzero_ps())
+    } else {
+        0xffff
+    }
+}
+
+/// Transposes 16 rows of 16 lanes in place.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose16(r: &mut [__m512; 16]) {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for i in 0..4 {
+        r[4 * i] = _mm512_shuffle_ps::<0x44>(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_shuffle_ps::<0x44>(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(t[4 * i + 1], t[4 * i + 3]);
+    }
+    // r[4g + j] now holds rows 4g..4g+4 of columns j, j+4, j+8, j+12 (one per 128-bit lane).
+    for j in 0..4 {
+        let a = _mm512_shuffle_f32x4::<0x88>(r[j], r[4 + j]);
+        let b = _mm512_shuffle_f32x4::<0xDD>(r[j], r[4 + j]);
+        let c = _mm512_shuffle_f32x4::<0x88>(r[8 + j], r[12 + j]);
+        let d = _mm512_shuffle_f32x4::<0xDD>(r[8 + j], r[12 + j]);
+        t[j] = _mm512_shuffle_f32x4::<0x88>(a, c);
+        t[j + 8] = _mm512_shuffle_f32x4::<0xDD>(a, c);
+        t[j + 4] = _mm512_shuffle_f32x4::<0x88>(b, d);
+        t[j + 12] = _mm512_shuffle_f32x4::<0xDD>(b, d);
+    }
+    *r = t;
+}
+
+/// 16 × 16 blocks (channels × pixels) transposed in registers; leftover channels as in
+/// the portable version.
+#[target_feature(enable = "avx512f")]
+pub(super) fn nhwc_padded(
+    x: &[f32],
+    chw: (usize, usize, usize),
+    pad: usize,
+    wp: usize,
+    xt: &mut [f32],
+) {
+    let (ci, h, w) = chw;
+    let full = ci / L * L;
+    for y in 0..h {
+        let base = ((y + pad) * wp + pad) * ci;
+        for c0 in (0..full).step_by(L) {
+            for x0 in (0..w).step_by(L) {
+                let n = (w - x0).min(L);
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (k, row) in r.iter_mut().enumerate() {
+                    let at = ((c0 + k) * h + y) * w + x0;
+                    *row = load(&x[at..at + n], 0);
+                }
+                transpose16(&mut r);
+                for (p, &v) in r.iter().enumerate().take(n) {
+                    store(&mut xt[base + (x0 + p) * ci + c0..][..L], 0, v);
+                }
+            }
+        }
+        for c in full..ci {
+            let src = &x[(c * h + y) * w..][..w];
+            for (xx, &v) in src.iter().enumerate() {
+                xt[base + xx * ci + c] = v;
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn sum(p: &[f32]) -> f32 {
+    let mut acc = _mm512_setzero_ps();
+    for at in (0..p.len()).step_by(L) {
+        acc = _mm512_add_ps(acc, load(p, at));
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn sum_sq_dev(p: &[f32], m: f32) -> f32 {
+    let (mut acc, mv) = (_mm512_setzero_ps(), _mm512_set1_ps(m));
+    for at in (0..p.len()).step_by(L) {
+        let n = p.len() - at;
+        let d = _mm512_maskz_sub_ps(mask_or_full(n), load(p, at), mv);
+        acc = _mm512_fmadd_ps(d, d, acc);
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn affine(x: &[f32], a: f32, b: f32, relu: bool, out: &mut [f32]) {
+    let (av, bv, zero) = (_mm512_set1_ps(a), _mm512_set1_ps(b), _mm512_setzero_ps());
+    for at in (0..out.len().min(x.len())).step_by(L) {
+        let r = _mm512_fmadd_ps(load(x, at), av, bv);
+        store(out, at, if relu { _mm512_max_ps(r, zero) } else { r });
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn masked_sums(dy: &[f32], y: &[f32], x: &[f32], m: f32, relu: bool) -> (f32, f32) {
+    let (mut sg, mut sgx, mv) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_set1_ps(m));
+    for at in (0..dy.len().min(x.len())).step_by(L) {
+        let g = _mm512_maskz_mov_ps(live(y, at, relu), load(dy, at));
+        sg = _mm512_add_ps(sg, g);
+        sgx = _mm512_fmadd_ps(g, _mm512_sub_ps(load(x, at), mv), sgx);
+    }
+    (_mm512_reduce_add_ps(sg), _mm512_reduce_add_ps(sgx))
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn bn_dx(
+    dy: &[f32],
+    y: &[f32],
+    x: &[f32],
+    abd: (f32, f32, f32),
+    relu: bool,
+    out: &mut [f32],
+) {
+    let (av, bv, dv) = (
+        _mm512_set1_ps(abd.0),
+        _mm512_set1_ps(abd.1),
+        _mm512_set1_ps(abd.2),
+    );
+    for at in (0..out.len().min(dy.len()).min(x.len())).step_by(L) {
+        let g = _mm512_maskz_mov_ps(live(y, at, relu), load(dy, at));
+        let r = _mm512_fmadd_ps(av, g, _mm512_fmadd_ps(bv, load(x, at), dv));
+        store(out, at, r);
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn affine_add_relu(x: &[f32], a: f32, b: f32, r: &[f32], out: &mut [f32]) {
+    let (av, bv, zero) = (_mm512_set1_ps(a), _mm512_set1_ps(b), _mm512_setzero_ps());
+    for at in (0..out.len().min(x.len()).min(r.len())).step_by(L) {
+        let v = _mm512_add_ps(_mm512_fmadd_ps(load(x, at), av, bv), load(r, at));
+        store(out, at, _mm512_max_ps(v, zero));
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn add_relu(a: &[f32], b: &[f32], out: &mut [f32]) {
+    let zero = _mm512_setzero_ps();
+    for at in (0..out.len().min(a.len()).min(b.len())).step_by(L) {
+        store(
+            out,
+            at,
+            _mm512_max_ps(_mm512_add_ps(load(a, at), load(b, at)), zero),
+        );
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn relu_grad(dy: &[f32], y: &[f32], out: &mut [f32]) {
+    for at in (0..out.len().min(dy.len())).step_by(L) {
+        store(
+            out,
+            at,
+            _mm512_maskz_mov_ps(live(y, at, true), load(dy, at)),
+        );
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn shift_relu(v: &mut [f32], b: f32, relu: bool) {
+    let (bv, zero) = (_mm512_set1_ps(b), _mm512_setzero_ps());
+    for at in (0..v.len()).step_by(L) {
+        let r = _mm512_add_ps(load(v, at), bv);
+        store(v, at, if relu { _mm512_max_ps(r, zero) } else { r });
+    }
+}

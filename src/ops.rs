@@ -1,0 +1,267 @@
+//! The hot operations of the networks, behind one door: the models call these, and these pick
+//! our own CPU kernels (see [`crate::kernels`]) or candle's stock ops (always the stock ops on
+//! CUDA, and for anything the kernels do not cover, such as non-f32 tensors).
+
+use crate::kernels;
+use candle_core::{D, Result, Tensor};
+
+pub use crate::kernels::{
+    BasicBlockEval, BasicBlockParams, BatchNormEval, BlockShortcut, BlockStats,
+};
+
+/// Which implementation of the hot ops to use on CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Our own CPU kernels on CPU, candle's ops elsewhere.
+    #[default]
+    Custom,
+    /// candle's stock ops everywhere (for comparison).
+    Stock,
+}
+
+impl Backend {
+    /// Whether `x` goes through our own kernels.
+    fn custom_for(self, x: &Tensor) -> bool {
+        self == Backend::Custom && kernels::supports(x)
+    }
+}
+
+/// 2-D convolution without bias, NCHW input `x` and OIHW weight `w`.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    backend: Backend,
+) -> Result<Tensor> {
+    let square = matches!(w.dims(), [_, _, kh, kw] if kh == kw);
+    if backend.custom_for(x) && square {
+        return kernels::conv2d(x, w, stride, padding);
+    }
+    x.conv2d(w, padding, stride, 1, 1)
+}
+
+/// Batch normalisation in training mode over N, H, W of an NCHW tensor.
+/// Returns the output and the batch mean and biased variance per channel (detached), which the
+/// caller folds into its running statistics.
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    backend: Backend,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if backend.custom_for(x) {
+        return kernels::batch_norm_train(x, gamma, beta, eps, false);
+    }
+    stock_batch_norm_train(x, gamma, beta, eps)
+}
+
+/// `relu(batch_norm_train(x))`, fused into one kernel on the custom path.
+pub fn batch_norm_train_relu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    backend: Backend,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if backend.custom_for(x) {
+        return kernels::batch_norm_train(x, gamma, beta, eps, true);
+    }
+    let (y, mean, var) = stock_batch_norm_train(x, gamma, beta, eps)?;
+    Ok((y.relu()?, mean, var))
+}
+
+/// `batch_norm_train(conv2d(x, w))`, followed by ReLU when `relu`: the convolution and the
+/// normalisation after it as one custom op (faster backward pass), or the two stock ops.
+/// Returns the output and the batch mean and biased variance per channel (detached).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_batch_norm_train(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+    backend: Backend,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let square = matches!(w.dims(), [_, _, kh, kw] if kh == kw);
+    if backend.custom_for(x) && square {
+        return kernels::conv2d_batch_norm_train(x, w, gamma, beta, stride, padding, eps, relu);
+    }
+    let z = conv2d(x, w, stride, padding, backend)?;
+    match relu {
+        true => batch_norm_train_relu(&z, gamma, beta, eps, backend),
+        false => batch_norm_train(&z, gamma, beta, eps, backend),
+    }
+}
+
+/// One basic residual block in training mode, `relu(bn2(conv2(relu(bn1(conv1(x))))) +
+/// shortcut(x))` (He et al. 2015, figure 2), the first convolution with `stride`, both with
+/// "same" padding. On the custom path the whole block is one op. Returns the output and the
+/// batch mean and biased variance of both batch norms (detached).
+pub fn basic_block_train(
+    x: &Tensor,
+    p: &BasicBlockParams,
+    stride: usize,
+    shortcut: BlockShortcut,
+    eps: f64,
+    backend: Backend,
+) -> Result<(Tensor, BlockStats)> {
+    let square = |w: &Tensor| matches!(w.dims(), [_, _, kh, kw] if kh == kw);
+    if backend.custom_for(x) && square(p.conv1) && square(p.conv2) {
+        return kernels::basic_block_train(x, p, stride, shortcut, eps);
+    }
+    let pad = |w: &Tensor| w.dim(3).map(|k| k / 2);
+    let (z, m1, v1) = conv2d_batch_norm_train(
+        x,
+        p.conv1,
+        stride,
+        pad(p.conv1)?,
+        p.gamma1,
+        p.beta1,
+        eps,
+        true,
+        backend,
+    )?;
+    let (z, m2, v2) = conv2d_batch_norm_train(
+        &z,
+        p.conv2,
+        1,
+        pad(p.conv2)?,
+        p.gamma2,
+        p.beta2,
+        eps,
+        false,
+        backend,
+    )?;
+    let y = match shortcut {
+        BlockShortcut::None => z.relu()?,
+        BlockShortcut::Identity => add_relu(&z, x, backend)?,
+        BlockShortcut::PadA => add_relu(&z, &shortcut_a(x, z.dim(1)?, backend)?, backend)?,
+    };
+    Ok((y, [(m1, v1), (m2, v2)]))
+}
+
+/// One basic residual block in evaluation mode (running statistics); on the custom path one
+/// forward-only op that keeps each image in cache. Call it on detached tensors.
+pub fn basic_block_eval(
+    x: &Tensor,
+    p: &BasicBlockEval,
+    stride: usize,
+    shortcut: BlockShortcut,
+    backend: Backend,
+) -> Result<Tensor> {
+    let square = |w: &Tensor| matches!(w.dims(), [_, _, kh, kw] if kh == kw);
+    if backend.custom_for(x) && square(p.conv1) && square(p.conv2) {
+        return kernels::basic_block_eval(x, p, stride, shortcut);
+    }
+    let pad = |w: &Tensor| w.dim(3).map(|k| k / 2);
+    let z = conv2d_batch_norm_eval(x, p.conv1, stride, pad(p.conv1)?, &p.bn1, true, backend)?;
+    let z = conv2d_batch_norm_eval(&z, p.conv2, 1, pad(p.conv2)?, &p.bn2, false, backend)?;
+    match shortcut {
+        BlockShortcut::None => z.relu(),
+        BlockShortcut::Identity => add_relu(&z, x, backend),
+        BlockShortcut::PadA => add_relu(&z, &shortcut_a(x, z.dim(1)?, backend)?, backend),
+    }
+}
+
+fn stock_batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    let xt = x.transpose(0, 1)?.flatten_from(1)?; // [C, N*H*W]
+    let mean = xt.mean_keepdim(D::Minus1)?;
+    let centered = xt.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let xhat = centered.broadcast_div(&(var.clone() + eps)?.sqrt()?)?;
+    let y = xhat
+        .broadcast_mul(&gamma.reshape((c, 1))?)?
+        .broadcast_add(&beta.reshape((c, 1))?)?;
+    let (n, _, h, w) = x.dims4()?;
+    let y = y.reshape((c, n, h, w))?.transpose(0, 1)?.contiguous()?;
+    Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
+}
+
+/// Batch normalisation in evaluation mode with the running statistics.
+pub fn batch_norm_eval(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let scale = (gamma / (var + eps)?.sqrt()?)?;
+    let shift = (beta - (mean * &scale)?)?;
+    x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&shift.reshape((1, c, 1, 1))?)
+}
+
+/// `batch_norm_eval(conv2d(x, w))`, followed by ReLU when `relu`: on the custom path one pass,
+/// with the normalisation folded into the weight. For evaluation on detached tensors (the
+/// custom path has no backward pass).
+pub fn conv2d_batch_norm_eval(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    bn: &BatchNormEval,
+    relu: bool,
+    backend: Backend,
+) -> Result<Tensor> {
+    let square = matches!(w.dims(), [_, _, kh, kw] if kh == kw);
+    if backend.custom_for(x) && square {
+        return kernels::conv2d_batch_norm_eval(x, w, stride, padding, bn, relu);
+    }
+    let z = conv2d(x, w, stride, padding, backend)?;
+    let y = batch_norm_eval(&z, bn.gamma, bn.beta, bn.mean, bn.var, bn.eps)?;
+    if relu { y.relu() } else { Ok(y) }
+}
+
+/// `relu(a + b)`: the end of a residual block.
+pub fn add_relu(a: &Tensor, b: &Tensor, backend: Backend) -> Result<Tensor> {
+    if backend.custom_for(a) && kernels::supports(b) {
+        return kernels::add_relu(a, b);
+    }
+    (a + b)?.relu()
+}
+
+/// The option-A shortcut of He et al. (2015), section 4.2, for a stride-2 stage change:
+/// `x[:, :, ::2, ::2]` with zero channels added on both sides up to `out_channels` (the lower
+/// half first, as in akamaster's `LambdaLayer`).
+pub fn shortcut_a(x: &Tensor, out_channels: usize, backend: Backend) -> Result<Tensor> {
+    if backend.custom_for(x) {
+        return kernels::shortcut_a(x, out_channels);
+    }
+    let (n, c, h, w) = x.dims4()?;
+    if out_channels < c {
+        candle_core::bail!("shortcut_a: cannot shrink {c} channels to {out_channels}")
+    }
+    // Pad H and W to even sizes so that every second pixel is one element of a pair.
+    let x = if h % 2 == 1 {
+        x.pad_with_zeros(2, 0, 1)?
+    } else {
+        x.clone()
+    };
+    let x = if w % 2 == 1 {
+        x.pad_with_zeros(3, 0, 1)?
+    } else {
+        x
+    };
+    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+    let sub = x
+        .reshape((n, c, ho, 2, wo, 2))?
+        .narrow(3, 0, 1)?
+        .narrow(5, 0, 1)?
+        .reshape((n, c, ho, wo))?;
+    let low = (out_channels - c) / 2;
+    sub.pad_with_zeros(1, low, out_channels - c - low)
+}

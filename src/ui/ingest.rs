@@ -1,0 +1,118 @@
+//! How each event from the runs changes the UI state, and what it says about it on screen.
+
+use super::app::{App, NoteLevel};
+use super::state::{RunState, RunView};
+use crate::protocol::{Event, FinishReason, LrSource, PauseReason};
+
+impl App {
+    pub(super) fn on_event(&mut self, event: Event) {
+        if let Event::Started(info) = event {
+            let name = info.name.clone();
+            match self.runs.iter().position(|r| r.info.run == info.run) {
+                Some(i) => self.runs[i] = RunView::new(info),
+                None => {
+                    let at = self.runs.partition_point(|r| r.info.run < info.run);
+                    self.runs.insert(at, RunView::new(info));
+                    if at <= self.selected && self.runs.len() > 1 {
+                        self.selected += 1;
+                    }
+                }
+            }
+            self.note(NoteLevel::Info, format!("{name} started"));
+            return;
+        }
+        let Some(id) = event.run() else {
+            if let Event::Warning { message, .. } = &event {
+                self.note(NoteLevel::Warn, message.clone());
+            } else if let Event::Error { message, .. } = &event {
+                self.note(NoteLevel::Error, message.clone());
+            }
+            return;
+        };
+        let name = self.run_name(id);
+        let Some(run) = self.run_mut(id) else { return };
+        let note = match event {
+            Event::Started(_) => None,
+            Event::Step(m) => {
+                run.on_step(&m);
+                None
+            }
+            Event::Eval(m) => {
+                run.on_eval(&m);
+                None
+            }
+            Event::Grads { step, layers, .. } => {
+                run.on_grads(step, layers);
+                None
+            }
+            Event::LrChanged {
+                step,
+                old,
+                new,
+                source,
+                ..
+            } => {
+                run.on_lr_changed(step, old, new, source);
+                let why = if source == LrSource::Schedule {
+                    " (schedule)"
+                } else {
+                    ""
+                };
+                Some((
+                    NoteLevel::Info,
+                    format!("LR {old} -> {new} for {name} at step {step}{why}"),
+                ))
+            }
+            Event::Paused { step, reason, .. } => {
+                run.on_paused(step, reason);
+                (reason == PauseReason::User)
+                    .then(|| (NoteLevel::Info, format!("{name} paused at step {step}")))
+            }
+            Event::Resumed { step, .. } => {
+                run.on_resumed();
+                Some((NoteLevel::Info, format!("{name} resumed at step {step}")))
+            }
+            Event::CheckpointSaved {
+                step,
+                path,
+                bytes,
+                seconds,
+                ..
+            } => {
+                run.last_checkpoint = Some(step);
+                let mb = bytes as f64 / 1e6;
+                Some((
+                    NoteLevel::Info,
+                    format!(
+                        "checkpoint of {name} at step {step}: {path} ({mb:.1} MB, {seconds:.1} s)"
+                    ),
+                ))
+            }
+            Event::NonFinite { step, what, .. } => {
+                run.state = RunState::NonFinite;
+                run.nonfinite = Some((step, what.clone()));
+                let alert =
+                    format!("{name}: non-finite {what} at step {step}; the run paused itself");
+                if self.alerts.last() != Some(&alert) {
+                    self.alerts.push(alert.clone());
+                }
+                Some((NoteLevel::Error, alert))
+            }
+            Event::Warning { message, .. } => Some((NoteLevel::Warn, format!("{name}: {message}"))),
+            Event::Error { message, .. } => Some((NoteLevel::Error, format!("{name}: {message}"))),
+            Event::Finished { step, reason, .. } => {
+                run.state = RunState::Finished(reason);
+                run.step = run.step.max(step);
+                let how = match reason {
+                    FinishReason::Completed => "finished",
+                    FinishReason::Stopped => "stopped",
+                    FinishReason::Failed => "failed",
+                };
+                Some((NoteLevel::Info, format!("{name} {how} at step {step}")))
+            }
+        };
+        if let Some((level, text)) = note {
+            self.note(level, text);
+        }
+    }
+}

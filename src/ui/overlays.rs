@@ -1,0 +1,134 @@
+//! Boxes drawn over the panels: the key help, the LR prompt, the quit question, alerts.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+
+use super::app::{App, NoteLevel};
+use super::charts::num;
+use super::keys::HELP;
+use super::theme::Theme;
+
+/// A box of `w` x `h` centred in `area` (clipped to it), cleared.
+fn popup(frame: &mut Frame, area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    let rect = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    frame.render_widget(Clear, rect);
+    rect
+}
+
+pub fn help(frame: &mut Frame, area: Rect, theme: &Theme) {
+    let rect = popup(frame, area, 56, HELP.len() as u16 + 2);
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {k:<13}"), theme.bold()),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    let block = Block::bordered()
+        .border_set(theme.border())
+        .title(" keys (Esc closes) ");
+    frame.render_widget(Paragraph::new(lines).block(block), rect);
+}
+
+pub fn lr_prompt(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, text: &str) {
+    let rect = popup(frame, area, 74, 5);
+    let who = if app.target_all {
+        "all runs".into()
+    } else {
+        app.selected_run()
+            .map_or("-".into(), |r| r.name().to_string())
+    };
+    let now = app
+        .selected_run()
+        .map_or(String::new(), |r| format!(" (now {})", num(r.lr)));
+    let warning = app
+        .notes
+        .back()
+        .filter(|n| n.level == NoteLevel::Warn && n.text.starts_with("not a learning rate"));
+    let lines = vec![
+        Line::from(format!(" LR for {who}{now}:")),
+        Line::from(vec![
+            Span::raw(" > "),
+            Span::styled(format!("{text}_"), theme.bold()),
+        ]),
+        match warning {
+            Some(n) => Line::styled(format!(" {}", n.text), theme.warn()),
+            None => Line::styled(
+                " Enter sets it (a manual override), Esc cancels",
+                theme.dim(),
+            ),
+        },
+    ];
+    let block = Block::bordered()
+        .border_set(theme.border())
+        .border_style(theme.focus())
+        .title(" set the learning rate ");
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block),
+        rect,
+    );
+}
+
+pub fn quit(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let rect = popup(frame, area, 58, 7);
+    let running = app.runs.iter().filter(|r| !r.state.is_finished()).count();
+    let lines = vec![
+        Line::from(format!(" Quit? {running} run(s) still going will stop.")),
+        Line::default(),
+        Line::from(vec![
+            Span::styled(" c", theme.bold()),
+            Span::raw("/Enter  stop with a final checkpoint"),
+        ]),
+        Line::from(vec![
+            Span::styled(" y", theme.bold()),
+            Span::raw("        stop without a checkpoint"),
+        ]),
+        Line::from(vec![
+            Span::styled(" Esc", theme.bold()),
+            Span::raw("      keep training"),
+        ]),
+    ];
+    let block = Block::bordered()
+        .border_set(theme.border())
+        .border_style(theme.warn())
+        .title(" quit ");
+    frame.render_widget(Paragraph::new(lines).block(block), rect);
+}
+
+pub fn alert(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let shown = app.alerts.iter().rev().take(3).rev();
+    let mut lines: Vec<Line> = shown
+        .map(|a| Line::styled(format!(" {a}"), theme.bold()))
+        .collect();
+    lines.push(Line::default());
+    lines.push(Line::from(
+        " Try: - lowers the LR, then space resumes; b goes back to the schedule;",
+    ));
+    lines.push(Line::from(
+        " s saves a checkpoint first if you want one. Esc dismisses this.",
+    ));
+    let rect = popup(frame, area, 76, lines.len() as u16 + 2);
+    let block = Block::bordered()
+        .border_set(theme.border())
+        .border_style(theme.alert())
+        .title(Span::styled(" NON-FINITE LOSS ", theme.alert()));
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block),
+        rect,
+    );
+}

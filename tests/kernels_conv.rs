@@ -1,0 +1,101 @@
+//! The custom convolution gives the same outputs and gradients as candle's stock convolution.
+
+use candle_core::{Device, Result, Tensor, Var};
+use resnet_tui::ops::{self, Backend};
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn random(dims: &[usize], seed: u64) -> Result<Tensor> {
+    Tensor::from_vec(values(dims.iter().product(), seed), dims, &Device::Cpu)
+}
+
+/// Every element within `rtol` of the reference, relative to itself plus the reference's RMS.
+fn assert_close(what: &str, got: &Tensor, want: &Tensor, rtol: f32) -> Result<()> {
+    assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
+    let (g, w) = (
+        got.flatten_all()?.to_vec1::<f32>()?,
+        want.flatten_all()?.to_vec1::<f32>()?,
+    );
+    let rms = (w.iter().map(|v| v * v).sum::<f32>() / w.len().max(1) as f32).sqrt();
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        let tol = rtol * (b.abs() + rms) + 1e-7;
+        assert!(
+            (a - b).abs() <= tol,
+            "{what}: element {i} is {a}, expected {b} (tolerance {tol})"
+        );
+    }
+    Ok(())
+}
+
+/// (batch, in channels, height, width, out channels, kernel, stride, padding)
+type Shape = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+/// Output, input gradient and weight gradient of `sum(conv(x, w) * r)` on one backend.
+fn conv_and_grads(shape: Shape, backend: Backend) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, ci, h, w, co, k, stride, pad) = shape;
+    let x = Var::from_tensor(&random(&[n, ci, h, w], 1)?)?;
+    let wt = Var::from_tensor(&random(&[co, ci, k, k], 2)?)?;
+    let y = ops::conv2d(x.as_tensor(), wt.as_tensor(), stride, pad, backend)?;
+    let r = random(y.dims(), 3)?;
+    let grads = (&y * &r)?.sum_all()?.backward()?;
+    let dx = grads.get(x.as_tensor()).expect("input gradient").clone();
+    let dw = grads.get(wt.as_tensor()).expect("weight gradient").clone();
+    Ok((y, dx, dw))
+}
+
+const SHAPES: [Shape; 12] = [
+    (2, 3, 8, 8, 16, 3, 1, 1),
+    (1, 5, 7, 9, 6, 3, 2, 1),
+    (3, 16, 8, 8, 32, 3, 2, 1),
+    (2, 17, 10, 10, 17, 3, 1, 1),
+    (2, 7, 6, 5, 10, 1, 1, 0),
+    (2, 6, 9, 7, 4, 1, 2, 0),
+    (2, 3, 15, 13, 8, 7, 2, 3),
+    (1, 3, 11, 12, 5, 7, 1, 3),
+    (2, 4, 5, 5, 3, 3, 1, 0),
+    (1, 3, 6, 6, 5, 3, 1, 2),
+    (1, 2, 4, 4, 3, 1, 1, 1),
+    (2, 5, 9, 9, 7, 3, 3, 1),
+];
+
+#[test]
+fn custom_conv2d_output_matches_stock_on_every_shape() -> Result<()> {
+    for shape in SHAPES {
+        let (custom, _, _) = conv_and_grads(shape, Backend::Custom)?;
+        let (stock, _, _) = conv_and_grads(shape, Backend::Stock)?;
+        assert_close(&format!("output {shape:?}"), &custom, &stock, 1e-4)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn custom_conv2d_gradients_match_stock_on_every_shape() -> Result<()> {
+    for shape in SHAPES {
+        let (_, dx, dw) = conv_and_grads(shape, Backend::Custom)?;
+        let (_, sdx, sdw) = conv_and_grads(shape, Backend::Stock)?;
+        assert_close(&format!("input gradient {shape:?}"), &dx, &sdx, 1e-4)?;
+        assert_close(&format!("weight gradient {shape:?}"), &dw, &sdw, 1e-4)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn custom_conv2d_rejects_mismatched_channels_with_a_clear_error() {
+    let x = random(&[1, 3, 8, 8], 1).expect("input");
+    let w = random(&[4, 5, 3, 3], 2).expect("weight");
+    let err = ops::conv2d(&x, &w, 1, 1, Backend::Custom).expect_err("channel mismatch");
+    assert!(err.to_string().contains("3 channels"), "{err}");
+}

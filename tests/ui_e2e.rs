@@ -1,0 +1,136 @@
+//! The real binary in a pseudo-terminal: start a tiny run, pause, change the LR, save a
+//! checkpoint, quit; the screen says so and the metrics file records it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use resnet_tui::engine::read_metrics;
+
+/// A terminal screen fed by the program's output.
+struct Screen {
+    parser: Arc<Mutex<vt100::Parser>>,
+}
+
+impl Screen {
+    fn text(&self) -> String {
+        self.parser.lock().unwrap().screen().contents()
+    }
+
+    /// Waits until the screen shows `needle`; fails with the screen after `secs` seconds.
+    fn wait_for(&self, needle: &str, secs: u64) -> String {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = self.text();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < end,
+                "the screen never showed {needle:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn spawn(
+    runs: &Path,
+    cols: u16,
+    rows: u16,
+) -> (
+    Box<dyn portable_pty::Child + Send + Sync>,
+    Box<dyn Write + Send>,
+    Screen,
+) {
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows,
+            cols,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_resnet-tui"));
+    cmd.arg("--runs-dir");
+    cmd.arg(runs);
+    for s in common::TINY
+        .iter()
+        .chain(&["train.max_steps=100000", "log.every_steps=2"])
+    {
+        cmd.arg("--set");
+        cmd.arg(s);
+    }
+    cmd.env("TERM", "xterm-256color");
+    let child = pty.slave.spawn_command(cmd).unwrap();
+    drop(pty.slave);
+    let mut reader = pty.master.try_clone_reader().unwrap();
+    let writer = pty.master.take_writer().unwrap();
+    let parser = Arc::new(Mutex::new(vt100::Parser::new(
+        rows.try_into().unwrap(),
+        cols.try_into().unwrap(),
+        0,
+    )));
+    let feed = parser.clone();
+    std::thread::spawn(move || {
+        let _master = pty.master;
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            feed.lock().unwrap().process(&buf[..n]);
+        }
+    });
+    (child, writer, Screen { parser })
+}
+
+#[test]
+fn a_user_pauses_changes_the_lr_saves_and_quits_in_a_real_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let (mut child, mut keys, screen) = spawn(&runs, 120, 40);
+    let mut press = |k: &str| {
+        keys.write_all(k.as_bytes()).unwrap();
+        keys.flush().unwrap();
+    };
+    screen.wait_for("resnet8", 60);
+    assert!(common::wait_until(60, || common::run_dir(&runs)
+        .and_then(|d| read_metrics(&d.join("metrics.jsonl")).ok())
+        .is_some_and(|r| r.iter().any(|r| r.kind == "step"))));
+    press("p");
+    screen.wait_for("paused", 30);
+    press("-");
+    screen.wait_for("0.05", 30);
+    press("s");
+    screen.wait_for("checkpoint", 30);
+    press("q");
+    screen.wait_for("checkpoint", 10);
+    press("y");
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "the program did not quit:\n{}",
+            screen.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let dir = common::run_dir(&runs).unwrap();
+    let records = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    for kind in ["pause", "lr", "checkpoint", "finished"] {
+        assert!(
+            records.iter().any(|r| r.kind == kind),
+            "no {kind} record in metrics.jsonl"
+        );
+    }
+    assert!(records.iter().any(|r| r.kind == "lr" && r.lr == Some(0.05)));
+}
