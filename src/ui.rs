@@ -119,8 +119,10 @@ pub fn color_from_env(var: impl Fn(&str) -> Option<String>) -> bool {
 pub enum UiExit {
     /// The user quit and asked the runs to stop without a checkpoint.
     Quit,
-    /// The user quit and asked the runs to stop with a final checkpoint (also Ctrl-C).
+    /// The user quit and asked the runs to stop with a final checkpoint.
     QuitWithCheckpoint,
+    /// Ctrl-C (a key in raw mode): the runs stop with a final checkpoint, as on SIGINT.
+    Interrupted,
     /// The terminal went away; the runs go on.
     Detached,
     /// The user quit after every run had finished.

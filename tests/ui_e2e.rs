@@ -89,6 +89,25 @@ fn spawn(
     (child, writer, Screen { parser })
 }
 
+/// Waits up to a minute for the program to quit; fails with the screen otherwise.
+fn wait_exit(
+    child: &mut Box<dyn portable_pty::Child + Send + Sync>,
+    screen: &Screen,
+) -> portable_pty::ExitStatus {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < end,
+            "the program did not quit:\n{}",
+            screen.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_user_pauses_changes_the_lr_saves_and_quits_in_a_real_terminal() {
     let tmp = tempfile::tempdir().unwrap();
@@ -111,18 +130,7 @@ fn a_user_pauses_changes_the_lr_saves_and_quits_in_a_real_terminal() {
     press("q");
     screen.wait_for("checkpoint", 10);
     press("y");
-    let end = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < end,
-            "the program did not quit:\n{}",
-            screen.text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_exit(&mut child, &screen);
     assert!(status.success(), "exit status {status:?}");
     let dir = common::run_dir(&runs).unwrap();
     let records = read_metrics(&dir.join("metrics.jsonl")).unwrap();
@@ -133,4 +141,23 @@ fn a_user_pauses_changes_the_lr_saves_and_quits_in_a_real_terminal() {
         );
     }
     assert!(records.iter().any(|r| r.kind == "lr" && r.lr == Some(0.05)));
+}
+
+#[test]
+fn ctrl_c_in_the_ui_stops_with_a_final_checkpoint_and_exit_code_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let (mut child, mut keys, screen) = spawn(&runs, 80, 24);
+    screen.wait_for("resnet8", 60);
+    assert!(common::wait_until(60, || common::run_dir(&runs)
+        .and_then(|d| read_metrics(&d.join("metrics.jsonl")).ok())
+        .is_some_and(|r| r.iter().any(|r| r.kind == "step"))));
+    keys.write_all(b"\x03").unwrap();
+    keys.flush().unwrap();
+    let status = wait_exit(&mut child, &screen);
+    assert_eq!(status.exit_code(), 130, "{status:?}");
+    let dir = common::run_dir(&runs).unwrap();
+    let records = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    assert!(records.iter().any(|r| r.kind == "checkpoint"));
+    assert!(dir.join("checkpoints").join("latest").exists());
 }

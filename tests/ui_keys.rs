@@ -212,7 +212,7 @@ fn ctrl_c_stops_all_runs_with_a_checkpoint_at_once_in_any_mode() {
             app.update(Msg::Key(ctrl_c)),
             to(Target::All, Command::Stop { checkpoint: true })
         );
-        assert_eq!(app.exit, Some(UiExit::QuitWithCheckpoint));
+        assert_eq!(app.exit, Some(UiExit::Interrupted));
     }
 }
 

@@ -188,10 +188,12 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             ui.smoothing,
             &ui.markers,
         );
-        match crate::ui::run(cfg, engine.events.clone(), engine.commands())? {
-            crate::ui::UiExit::Detached => headless::drain_events(&engine),
-            _ => headless::drain_events(&engine),
+        let exit = crate::ui::run(cfg, engine.events.clone(), engine.commands())?;
+        if exit == crate::ui::UiExit::Interrupted {
+            // Ctrl-C in raw mode is a key, not a signal: count it as SIGINT for the exit code.
+            interrupts.fetch_add(1, Ordering::SeqCst);
         }
+        headless::drain_events(&engine);
     }
     engine.join();
     Ok(if interrupts.load(Ordering::SeqCst) > 0 {

@@ -288,7 +288,7 @@ impl App {
                 })
             }
             Msg::Interrupt => {
-                self.exit = Some(UiExit::QuitWithCheckpoint);
+                self.exit = Some(UiExit::Interrupted);
                 Some(Addressed {
                     target: Target::All,
                     command: Command::Stop { checkpoint: true },
