@@ -4,19 +4,8 @@
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use resnet_tui::ops::{self, Backend};
 
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+mod common;
+use common::numeric::values;
 
 fn var(dims: &[usize], seed: u64, scale: f64) -> Result<Var> {
     let t = Tensor::from_vec(values(dims.iter().product(), seed), dims, &Device::Cpu)?;

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: tiny runs on the embedded data.
 #![allow(dead_code)]
 
+pub mod numeric;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
