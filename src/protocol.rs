@@ -32,6 +32,11 @@ pub enum Command {
     Stop {
         checkpoint: bool,
     },
+    /// Go back to the run's newest checkpoint (weights, optimizer, schedule, data position) and
+    /// scale the LR by `lr_factor` as a manual change, then go on: the way out of a NaN.
+    Rollback {
+        lr_factor: f64,
+    },
 }
 
 /// A command together with the runs it is for.

@@ -202,3 +202,73 @@ fn evaluate_now_reports_an_eval_event() {
     engine.send(Target::All, Command::Stop { checkpoint: false });
     engine.join();
 }
+
+#[test]
+fn rollback_returns_to_the_last_checkpoint_with_the_lr_scaled_and_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = Engine::start(vec![tiny(
+        tmp.path(),
+        &["checkpoint.every_steps=4", "schedule.kind=\"constant\""],
+    )])
+    .unwrap();
+    let saved = wait_for(&engine, "a checkpoint", |e| {
+        matches!(e, Event::CheckpointSaved { .. })
+    });
+    let Event::CheckpointSaved { step: at, .. } = saved else {
+        unreachable!()
+    };
+    engine.send(Target::All, Command::Pause);
+    let Event::Paused {
+        step: paused_at, ..
+    } = wait_for(&engine, "the pause", |e| matches!(e, Event::Paused { .. }))
+    else {
+        unreachable!()
+    };
+    engine.send(Target::All, Command::Rollback { lr_factor: 0.5 });
+    let warning = wait_for(
+        &engine,
+        "the rollback",
+        |e| matches!(e, Event::Warning { message, .. } if message.contains("rolled back")),
+    );
+    let Event::Warning { message, .. } = warning else {
+        unreachable!()
+    };
+    // A checkpoint every 4 steps: the newest one is `at` or a later multiple of 4.
+    assert!(
+        message.contains(&format!("from step {paused_at} ")),
+        "{message}"
+    );
+    let back_to = paused_at / 4 * 4;
+    assert!(back_to >= at, "{message}");
+    assert!(
+        message.contains(&format!("checkpoint of step {back_to} ")),
+        "{message}"
+    );
+    let lr = wait_for(&engine, "the halved LR", |e| {
+        matches!(e, Event::LrChanged { .. })
+    });
+    assert!(
+        matches!(lr, Event::LrChanged { new, source: LrSource::Manual, .. } if (new - 0.05).abs() < 1e-12),
+        "{lr:?}"
+    );
+    wait_for(&engine, "training to go on", |e| {
+        matches!(e, Event::Resumed { .. })
+    });
+    let next = wait_for(&engine, "a step", |e| step_of(e).is_some());
+    assert_eq!(step_of(&next), Some(back_to + 1));
+    wait_for(&engine, "a few more steps", |e| {
+        step_of(e).is_some_and(|s| s > paused_at + 2)
+    });
+    engine.send(Target::All, Command::Stop { checkpoint: false });
+    wait_for(&engine, "the end", |e| matches!(e, Event::Finished { .. }));
+    engine.join();
+    // The metrics file has one continuous step axis: each step once.
+    let steps: Vec<u64> = read_metrics(&tmp.path().join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind == "step")
+        .map(|r| r.step)
+        .collect();
+    let expected: Vec<u64> = (1..=steps.len() as u64).collect();
+    assert_eq!(steps, expected);
+}

@@ -43,6 +43,7 @@ fn each_command_key_addresses_the_selected_run() {
         ('-', Command::ScaleLr(0.5)),
         ('b', Command::BackToSchedule),
         ('e', Command::Evaluate),
+        ('r', Command::Rollback { lr_factor: 0.5 }),
         (' ', Command::Pause),
         ('p', Command::Pause),
     ];

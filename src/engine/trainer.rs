@@ -247,20 +247,7 @@ impl Trainer {
         clock: &mut Clock,
     ) -> Result<FinishReason, String> {
         let c = self.config.clone();
-        let loader = Loader::spawn(
-            self.train.clone(),
-            self.stats.clone(),
-            LoaderConfig {
-                batch_size: c.train.batch_size,
-                augment: c.data.augment,
-                workers: c.data.workers,
-                prefetch: c.data.prefetch,
-                seed: c.train.seed,
-                drop_last: true,
-            },
-            self.step / self.steps_per_epoch,
-            self.step % self.steps_per_epoch,
-        );
+        let mut loader = self.loader();
         let mut paused = false;
         let mut window = Window::default();
         window.restart();
@@ -324,6 +311,28 @@ impl Trainer {
                         }
                         return Ok(FinishReason::Stopped);
                     }
+                    Command::Rollback { lr_factor } => match self.rollback(lr_factor, clock) {
+                        Ok(()) => {
+                            loader = self.loader();
+                            window.restart();
+                            if paused {
+                                paused = false;
+                                clock.resume();
+                                let t = clock.now();
+                                let resumed = Event::Resumed {
+                                    run: self.id,
+                                    step: self.step,
+                                };
+                                self.emit(resumed, t);
+                            }
+                        }
+                        Err(message) => {
+                            let t = clock.now();
+                            let message = format!("{}: cannot roll back: {message}", self.name);
+                            let run = Some(self.id);
+                            self.emit(Event::Error { run, message }, t);
+                        }
+                    },
                 }
             }
             if self.step >= c.train.max_steps {
@@ -376,6 +385,67 @@ impl Trainer {
             self.checkpoint(clock);
         }
         Ok(FinishReason::Completed)
+    }
+
+    /// The training batches from the current step on.
+    fn loader(&self) -> Loader {
+        let c = &self.config;
+        Loader::spawn(
+            self.train.clone(),
+            self.stats.clone(),
+            LoaderConfig {
+                batch_size: c.train.batch_size,
+                augment: c.data.augment,
+                workers: c.data.workers,
+                prefetch: c.data.prefetch,
+                seed: c.train.seed,
+                drop_last: true,
+            },
+            self.step / self.steps_per_epoch,
+            self.step % self.steps_per_epoch,
+        )
+    }
+
+    /// Restores the newest checkpoint of this run in place and scales its LR by `lr_factor`
+    /// (a manual change). The metrics file forgets the steps after it, as on a resume.
+    fn rollback(&mut self, lr_factor: f64, clock: &Clock) -> Result<(), String> {
+        if !(lr_factor.is_finite() && lr_factor > 0.0) {
+            return Err(format!("LR factor {lr_factor} must be a positive number"));
+        }
+        let dir = checkpoint::resolve_checkpoint(&self.dir).map_err(|e| e.to_string())?;
+        let loaded = checkpoint::load_checkpoint(&dir, &self.device).map_err(|e| e.to_string())?;
+        self.net
+            .load_safetensors(&dir.join("model.safetensors"))
+            .map_err(|e| e.to_string())?;
+        let optimizer = dir.join("optimizer.safetensors");
+        self.opt
+            .load_state(loaded.optimizer)
+            .map_err(|m| format!("{}: {m}", optimizer.display()))?;
+        let from = self.step;
+        self.lr.state = loaded.state.lr_state.clone();
+        self.step = loaded.state.step;
+        let metrics = self.dir.join("metrics.jsonl");
+        super::metrics::truncate_after(&metrics, self.step)
+            .and_then(|_| MetricsLog::open(&metrics))
+            .map(|log| self.log = log)
+            .map_err(|e| format!("{}: {e}", metrics.display()))?;
+        let t = clock.now();
+        let message = format!(
+            "{}: rolled back from step {from} to the checkpoint of step {} ({}), LR x{lr_factor}",
+            self.name,
+            self.step,
+            dir.display()
+        );
+        self.emit(
+            Event::Warning {
+                run: Some(self.id),
+                message,
+            },
+            t,
+        );
+        let lr = self.current_lr() * lr_factor;
+        self.manual_lr(lr, clock);
+        Ok(())
     }
 
     fn current_lr(&mut self) -> f64 {

@@ -191,6 +191,10 @@ impl App {
             ),
             Msg::BackToSchedule => self.send(Command::BackToSchedule, "back-to-schedule"),
             Msg::Evaluate => self.send(Command::Evaluate, "evaluate"),
+            Msg::Rollback => self.send(
+                Command::Rollback { lr_factor: 0.5 },
+                "roll back to the last checkpoint with LR x0.5",
+            ),
             Msg::OpenLrPrompt => {
                 self.mode = InputMode::LrPrompt(String::new());
                 None

@@ -91,8 +91,9 @@ impl App {
             Event::NonFinite { step, what, .. } => {
                 run.state = RunState::NonFinite;
                 run.nonfinite = Some((step, what.clone()));
-                let alert =
-                    format!("{name}: non-finite {what} at step {step}; the run paused itself");
+                let alert = format!(
+                    "{name}: non-finite {what} at step {step}, paused; r: roll back, LR x0.5"
+                );
                 if self.alerts.last() != Some(&alert) {
                     self.alerts.push(alert.clone());
                 }
