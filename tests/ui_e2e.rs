@@ -5,6 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,9 @@ use resnet_tui::engine::read_metrics;
 /// A terminal screen fed by the program's output.
 struct Screen {
     parser: Arc<Mutex<vt100::Parser>>,
+    /// Set to close the terminal: the reader thread then drops the last master handles.
+    hangup: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Screen {
@@ -34,6 +38,14 @@ impl Screen {
                 "the screen never showed {needle:?}:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Closes the terminal as a dropped SSH connection does (drop the writer first).
+    fn hang_up(&mut self) {
+        self.hangup.store(true, Ordering::SeqCst);
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
         }
     }
 }
@@ -76,17 +88,24 @@ fn spawn(
         0,
     )));
     let feed = parser.clone();
-    std::thread::spawn(move || {
+    let hangup = Arc::new(AtomicBool::new(false));
+    let stop = hangup.clone();
+    let reader = std::thread::spawn(move || {
         let _master = pty.master;
         let mut buf = [0u8; 8192];
         while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
+            if n == 0 || stop.load(Ordering::SeqCst) {
                 break;
             }
             feed.lock().unwrap().process(&buf[..n]);
         }
     });
-    (child, writer, Screen { parser })
+    let screen = Screen {
+        parser,
+        hangup,
+        reader: Some(reader),
+    };
+    (child, writer, screen)
 }
 
 /// Waits up to a minute for the program to quit; fails with the screen otherwise.
@@ -160,4 +179,57 @@ fn ctrl_c_in_the_ui_stops_with_a_final_checkpoint_and_exit_code_130() {
     let records = read_metrics(&dir.join("metrics.jsonl")).unwrap();
     assert!(records.iter().any(|r| r.kind == "checkpoint"));
     assert!(dir.join("checkpoints").join("latest").exists());
+}
+
+/// CPU seconds (user + system) of the main thread of `pid`: the UI thread.
+fn main_thread_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn a_closed_terminal_leaves_training_going_headless_without_spinning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let (mut child, keys, mut screen) = spawn(&runs, 80, 24);
+    screen.wait_for("resnet8", 60);
+    assert!(common::wait_until(60, || common::run_dir(&runs)
+        .and_then(|d| read_metrics(&d.join("metrics.jsonl")).ok())
+        .is_some_and(|r| r.iter().any(|r| r.kind == "step"))));
+    let pid = child.process_id().unwrap();
+    drop(keys);
+    screen.hang_up();
+    let dir = common::run_dir(&runs).unwrap();
+    let steps = || {
+        read_metrics(&dir.join("metrics.jsonl"))
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == "step")
+            .count()
+    };
+    // Training goes on after the hang-up...
+    std::thread::sleep(Duration::from_millis(500));
+    let before = steps();
+    let cpu0 = main_thread_cpu_s(pid);
+    let t0 = Instant::now();
+    assert!(
+        common::wait_until(60, || steps() > before + 20),
+        "training stopped with the terminal"
+    );
+    // ...and the UI thread does not spin on the dead terminal (a spinning one uses a whole core).
+    let share = (main_thread_cpu_s(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    assert!(
+        share < 0.3,
+        "the UI thread used {:.0}% of a core",
+        100.0 * share
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the program died");
+    child.kill().unwrap();
 }
