@@ -3,25 +3,29 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use candle_core::{D, DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::checkpoint::{self, CheckpointState};
+use super::grads;
 use super::metrics::{MetricsLog, MetricsRecord};
-use super::setup::{DataCache, EngineError, describe_device, select_device};
-use super::{RunPlan, grads};
-use crate::config::{Config, validate_shortcut};
+use super::setup::describe_device;
+use crate::config::Config;
 use crate::data::{self, Dataset, Loader, LoaderConfig, NormStats};
-use crate::model::{ModelSpec, Net};
-use crate::optim::{Sgd, SgdConfig};
+use crate::model::Net;
+use crate::optim::Sgd;
 use crate::protocol::{
-    Command, EvalMetrics, Event, FinishReason, LrSource, PauseReason, RunId, RunInfo, Split,
-    StepMetrics,
+    Command, Event, FinishReason, PauseReason, RunId, RunInfo, Split, StepMetrics,
 };
-use crate::schedule::{LrControl, Schedule};
+use crate::schedule::LrControl;
+
+mod evaluation;
+mod prepare;
+mod saving;
+mod timing;
+
+pub use evaluation::evaluate;
+use timing::{Clock, Window};
 
 /// A run ready to start: everything that can fail before training has been done.
 pub struct Trainer {
@@ -49,13 +53,6 @@ pub struct Trainer {
     history: Vec<Event>,
 }
 
-fn setup_err(run: &str, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Setup {
-        run: run.to_string(),
-        message: e.to_string(),
-    }
-}
-
 impl Trainer {
     pub fn name(&self) -> &str {
         &self.name
@@ -63,116 +60,6 @@ impl Trainer {
 
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
-    }
-
-    pub fn prepare(
-        plan: RunPlan,
-        cache: &DataCache,
-        events: Sender<Event>,
-    ) -> Result<Trainer, EngineError> {
-        let c = plan.config;
-        let name = c.run_name();
-        let err = |e: &dyn std::fmt::Display| setup_err(&name, e);
-        let device = select_device(&c.device)?;
-        let prepared = cache.prepare(&c)?;
-        let classes = prepared.train.classes;
-        let shortcut = validate_shortcut(&c.shortcut).map_err(|e| err(&e.message))?;
-        let spec = ModelSpec::parse(&c.model, shortcut, classes, 32).map_err(|e| err(&e))?;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-        // Initialisation draws from candle's RNG: seed it per run for reproducible starts.
-        // (candle's CPU device has no settable seed; there the start is candle's own.)
-        if !device.is_cpu() {
-            device.set_seed(c.train.seed).map_err(|e| err(&e))?;
-        }
-        let net = Net::new(&spec, vb, c.backend).map_err(|e| err(&e))?;
-        let params = net
-            .parameters()
-            .into_iter()
-            .map(|p| (p.name, p.var, c.train.decay_bn_and_bias || !p.no_decay))
-            .collect();
-        let mut opt = Sgd::new(
-            params,
-            SgdConfig {
-                momentum: c.train.momentum,
-                dampening: 0.0,
-                nesterov: c.train.nesterov,
-                weight_decay: c.train.weight_decay,
-            },
-        );
-        let n = prepared.train.len();
-        let steps_per_epoch = (n / c.train.batch_size).max(1) as u64;
-        if n < c.train.batch_size {
-            return Err(err(&format!(
-                "train.batch_size = {} is larger than the training set ({n} images)",
-                c.train.batch_size
-            )));
-        }
-        let mut lr = LrControl::new(Schedule::from_config(
-            &c.schedule,
-            c.train.max_steps,
-            steps_per_epoch,
-        ));
-        let (eval, eval_split) = match (c.eval.split.as_str(), &prepared.splits.val) {
-            ("val", Some(v)) => (Arc::new(v.clone()), Split::Val),
-            _ => (Arc::new(prepared.splits.test.clone()), Split::Test),
-        };
-        let mut step = 0;
-        let mut time_before = 0.0;
-        let mut stats = prepared.stats;
-        if let Some(path) = &plan.resume {
-            let dir = checkpoint::resolve_checkpoint(path)?;
-            let loaded = checkpoint::load_checkpoint(&dir, &device)?;
-            net.load_safetensors(&dir.join("model.safetensors"))
-                .map_err(|e| err(&e))?;
-            opt.load_state(loaded.optimizer).map_err(|m| {
-                err(&format!(
-                    "{}: {m}",
-                    dir.join("optimizer.safetensors").display()
-                ))
-            })?;
-            lr.state = loaded.state.lr_state.clone();
-            step = loaded.state.step;
-            time_before = loaded.state.time_s;
-            stats = Arc::new(loaded.state.norm.clone());
-        }
-        std::fs::create_dir_all(&plan.dir)
-            .map_err(|e| err(&format!("{}: {e}", plan.dir.display())))?;
-        let config_path = plan.dir.join("config.toml");
-        let resolved = toml::to_string_pretty(&c).map_err(|e| err(&e))?;
-        std::fs::write(&config_path, resolved)
-            .map_err(|e| err(&format!("{}: {e}", config_path.display())))?;
-        let metrics_path = plan.dir.join("metrics.jsonl");
-        let history = if plan.resume.is_some() {
-            super::metrics::truncate_after(&metrics_path, step)
-                .map_err(|e| err(&format!("{}: {e}", metrics_path.display())))?
-        } else {
-            Vec::new()
-        };
-        let log = MetricsLog::open(&metrics_path)
-            .map_err(|e| err(&format!("{}: {e}", metrics_path.display())))?;
-        Ok(Trainer {
-            id: plan.id,
-            name,
-            dir: plan.dir,
-            device,
-            net,
-            opt,
-            last_lr: f64::NAN,
-            lr,
-            train: prepared.train,
-            eval,
-            eval_split,
-            stats,
-            steps_per_epoch,
-            step,
-            time_before,
-            events,
-            log,
-            last_checkpoint: None,
-            history,
-            config: c,
-        })
     }
 
     fn info(&self) -> RunInfo {
@@ -406,48 +293,6 @@ impl Trainer {
         )
     }
 
-    /// Restores the newest checkpoint of this run in place and scales its LR by `lr_factor`
-    /// (a manual change). The metrics file forgets the steps after it, as on a resume.
-    fn rollback(&mut self, lr_factor: f64, clock: &Clock) -> Result<(), String> {
-        if !(lr_factor.is_finite() && lr_factor > 0.0) {
-            return Err(format!("LR factor {lr_factor} must be a positive number"));
-        }
-        let dir = checkpoint::resolve_checkpoint(&self.dir).map_err(|e| e.to_string())?;
-        let loaded = checkpoint::load_checkpoint(&dir, &self.device).map_err(|e| e.to_string())?;
-        self.net
-            .load_safetensors(&dir.join("model.safetensors"))
-            .map_err(|e| e.to_string())?;
-        let optimizer = dir.join("optimizer.safetensors");
-        self.opt
-            .load_state(loaded.optimizer)
-            .map_err(|m| format!("{}: {m}", optimizer.display()))?;
-        let from = self.step;
-        self.lr.state = loaded.state.lr_state.clone();
-        self.step = loaded.state.step;
-        let metrics = self.dir.join("metrics.jsonl");
-        super::metrics::truncate_after(&metrics, self.step)
-            .and_then(|_| MetricsLog::open(&metrics))
-            .map(|log| self.log = log)
-            .map_err(|e| format!("{}: {e}", metrics.display()))?;
-        let t = clock.now();
-        let message = format!(
-            "{}: rolled back from step {from} to the checkpoint of step {} ({}), LR x{lr_factor}",
-            self.name,
-            self.step,
-            dir.display()
-        );
-        self.emit(
-            Event::Warning {
-                run: Some(self.id),
-                message,
-            },
-            t,
-        );
-        let lr = self.current_lr() * lr_factor;
-        self.manual_lr(lr, clock);
-        Ok(())
-    }
-
     fn current_lr(&mut self) -> f64 {
         self.lr.lr_at(self.step).0
     }
@@ -569,245 +414,5 @@ impl Trainer {
         }
         let wrong = wrong.to_scalar::<f32>().map_err(e)? as f64;
         Ok(Some((loss_v, wrong / b as f64)))
-    }
-
-    /// Loss and error on the evaluation split, BN in eval mode.
-    fn evaluate(&mut self, clock: &Clock) -> Result<(), String> {
-        let c = self.config.eval.clone();
-        let limit = if c.max_images == 0 {
-            usize::MAX
-        } else {
-            c.max_images
-        };
-        let (loss, err) = evaluate(
-            &self.net,
-            &self.eval,
-            &self.stats,
-            c.batch_size,
-            limit,
-            &self.device,
-        )
-        .map_err(|e| format!("evaluation at step {}: {e}", self.step))?;
-        let t = clock.now();
-        let event = Event::Eval(EvalMetrics {
-            run: self.id,
-            step: self.step,
-            epoch: self.epoch(),
-            split: self.eval_split,
-            loss,
-            err,
-            time_s: t,
-        });
-        self.emit(event, t);
-        if c.train_images > 0 {
-            let (loss, err) = evaluate(
-                &self.net,
-                &self.train,
-                &self.stats,
-                c.batch_size,
-                c.train_images,
-                &self.device,
-            )
-            .map_err(|e| format!("evaluation at step {}: {e}", self.step))?;
-            let event = Event::Eval(EvalMetrics {
-                run: self.id,
-                step: self.step,
-                epoch: self.epoch(),
-                split: Split::Train,
-                loss,
-                err,
-                time_s: t,
-            });
-            self.emit(event, t);
-        }
-        Ok(())
-    }
-
-    fn checkpoint(&mut self, clock: &Clock) {
-        let started = Instant::now();
-        let t = clock.now();
-        let result = grads::all_finite(&self.net)
-            .map_err(|e| e.to_string())
-            .and_then(|finite| {
-                if finite {
-                    Ok(())
-                } else {
-                    Err("the weights are not finite; refusing to save them".to_string())
-                }
-            })
-            .and_then(|_| {
-                let state = CheckpointState {
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                    run: self.name.clone(),
-                    step: self.step,
-                    epoch: self.epoch(),
-                    lr: self.lr.lr_at(self.step).0,
-                    lr_manual: self.lr.lr_at(self.step).1 == LrSource::Manual,
-                    lr_state: self.lr.state.clone(),
-                    seed: self.config.train.seed,
-                    data_epoch: self.step / self.steps_per_epoch,
-                    data_batch: self.step % self.steps_per_epoch,
-                    norm: (*self.stats).clone(),
-                    time_s: t,
-                    config: self.config.clone(),
-                    files: Default::default(),
-                };
-                checkpoint::save(
-                    &self.dir,
-                    &self.net.state_dict(),
-                    &self.opt.state(),
-                    &state,
-                    self.config.checkpoint.keep_last,
-                )
-                .map_err(|e| e.to_string())
-            });
-        match result {
-            Ok(saved) => {
-                self.last_checkpoint = Some(self.step);
-                self.emit(
-                    Event::CheckpointSaved {
-                        run: self.id,
-                        step: self.step,
-                        path: saved.dir.display().to_string(),
-                        bytes: saved.bytes,
-                        seconds: started.elapsed().as_secs_f64(),
-                    },
-                    t,
-                );
-            }
-            Err(message) => self.emit(
-                Event::Error {
-                    run: Some(self.id),
-                    message: format!(
-                        "{}: checkpoint at step {} failed: {message}",
-                        self.name, self.step
-                    ),
-                },
-                t,
-            ),
-        }
-    }
-}
-
-/// Loss and error of `net` in eval mode on the first `limit` images of `data`.
-pub fn evaluate(
-    net: &Net,
-    data: &Dataset,
-    stats: &NormStats,
-    batch: usize,
-    limit: usize,
-    device: &Device,
-) -> candle_core::Result<(f64, f64)> {
-    let (mut loss_sum, mut wrong, mut seen) = (0.0f64, 0.0f64, 0usize);
-    for b in data::eval_batches(data, stats, batch) {
-        if seen >= limit {
-            break;
-        }
-        let n = b.labels.len().min(limit - seen);
-        let x = Tensor::from_slice(&b.images[..n * 3072], (n, 3, 32, 32), device)?;
-        let y = Tensor::from_slice(&b.labels[..n], n, device)?;
-        let logits = net.forward_t(&x, false)?.detach();
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()? as f64;
-        let w = logits
-            .argmax(D::Minus1)?
-            .ne(&y)?
-            .to_dtype(DType::F32)?
-            .sum_all()?;
-        loss_sum += loss * n as f64;
-        wrong += w.to_scalar::<f32>()? as f64;
-        seen += n;
-    }
-    let seen = seen.max(1) as f64;
-    Ok((loss_sum / seen, wrong / seen))
-}
-
-/// Training time with pauses left out.
-struct Clock {
-    before: f64,
-    started: Instant,
-    paused_for: Duration,
-    paused_at: Option<Instant>,
-}
-
-impl Clock {
-    fn new(before: f64) -> Clock {
-        Clock {
-            before,
-            started: Instant::now(),
-            paused_for: Duration::ZERO,
-            paused_at: None,
-        }
-    }
-    fn pause(&mut self) {
-        self.paused_at.get_or_insert_with(Instant::now);
-    }
-    fn resume(&mut self) {
-        if let Some(at) = self.paused_at.take() {
-            self.paused_for += at.elapsed();
-        }
-    }
-    fn now(&self) -> f64 {
-        let paused = self.paused_for + self.paused_at.map_or(Duration::ZERO, |a| a.elapsed());
-        self.before + (self.started.elapsed() - paused).as_secs_f64()
-    }
-}
-
-/// Loss, error and throughput over one log interval, with evaluation and checkpoint time excluded.
-#[derive(Default)]
-struct Window {
-    started: Option<Instant>,
-    excluded: Duration,
-    images: usize,
-    steps: usize,
-    loss: f64,
-    err: f64,
-    recent: f64,
-}
-
-impl Window {
-    fn add(&mut self, images: usize, loss: f64, err: f64) {
-        self.images += images;
-        self.steps += 1;
-        self.loss += loss;
-        self.err += err;
-        // A short EMA of the batch error, for the warm-up's "training error below 80%".
-        self.recent = if self.steps == 1 && self.recent == 0.0 {
-            err
-        } else {
-            0.9 * self.recent + 0.1 * err
-        };
-    }
-    fn recent_err(&self) -> f64 {
-        self.recent
-    }
-    fn restart(&mut self) {
-        self.started = Some(Instant::now());
-        self.excluded = Duration::ZERO;
-        self.images = 0;
-        self.steps = 0;
-        self.loss = 0.0;
-        self.err = 0.0;
-    }
-    fn exclude(&mut self, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
-        let t = Instant::now();
-        let r = f();
-        self.excluded += t.elapsed();
-        r
-    }
-    /// Mean loss, mean error and images/s since the last `take`.
-    fn take(&mut self) -> (f64, f64, f64) {
-        let secs = self.started.map_or(0.0, |s| {
-            (s.elapsed().saturating_sub(self.excluded)).as_secs_f64()
-        });
-        let n = self.steps.max(1) as f64;
-        let out = (
-            self.loss / n,
-            self.err / n,
-            self.images as f64 / secs.max(1e-9),
-        );
-        let recent = self.recent;
-        self.restart();
-        self.recent = recent;
-        out
     }
 }

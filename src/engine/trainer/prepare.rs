@@ -1,0 +1,138 @@
+//! Everything that can fail before a run starts training: the model, the data, the optimizer,
+//! the schedule, and on `--resume` the checkpoint to continue from.
+
+use std::sync::Arc;
+
+use candle_core::DType;
+use candle_nn::{VarBuilder, VarMap};
+use crossbeam_channel::Sender;
+
+use super::Trainer;
+use crate::config::validate_shortcut;
+use crate::engine::RunPlan;
+use crate::engine::checkpoint;
+use crate::engine::metrics::{self, MetricsLog};
+use crate::engine::setup::{DataCache, EngineError, select_device};
+use crate::model::{ModelSpec, Net};
+use crate::optim::{Sgd, SgdConfig};
+use crate::protocol::{Event, Split};
+use crate::schedule::{LrControl, Schedule};
+
+fn setup_err(run: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Setup {
+        run: run.to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl Trainer {
+    pub fn prepare(
+        plan: RunPlan,
+        cache: &DataCache,
+        events: Sender<Event>,
+    ) -> Result<Trainer, EngineError> {
+        let c = plan.config;
+        let name = c.run_name();
+        let err = |e: &dyn std::fmt::Display| setup_err(&name, e);
+        let device = select_device(&c.device)?;
+        let prepared = cache.prepare(&c)?;
+        let classes = prepared.train.classes;
+        let shortcut = validate_shortcut(&c.shortcut).map_err(|e| err(&e.message))?;
+        let spec = ModelSpec::parse(&c.model, shortcut, classes, 32).map_err(|e| err(&e))?;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        // Initialisation draws from candle's RNG: seed it per run for reproducible starts.
+        // (candle's CPU device has no settable seed; there the start is candle's own.)
+        if !device.is_cpu() {
+            device.set_seed(c.train.seed).map_err(|e| err(&e))?;
+        }
+        let net = Net::new(&spec, vb, c.backend).map_err(|e| err(&e))?;
+        let params = net
+            .parameters()
+            .into_iter()
+            .map(|p| (p.name, p.var, c.train.decay_bn_and_bias || !p.no_decay))
+            .collect();
+        let mut opt = Sgd::new(
+            params,
+            SgdConfig {
+                momentum: c.train.momentum,
+                dampening: 0.0,
+                nesterov: c.train.nesterov,
+                weight_decay: c.train.weight_decay,
+            },
+        );
+        let n = prepared.train.len();
+        let steps_per_epoch = (n / c.train.batch_size).max(1) as u64;
+        if n < c.train.batch_size {
+            return Err(err(&format!(
+                "train.batch_size = {} is larger than the training set ({n} images)",
+                c.train.batch_size
+            )));
+        }
+        let mut lr = LrControl::new(Schedule::from_config(
+            &c.schedule,
+            c.train.max_steps,
+            steps_per_epoch,
+        ));
+        let (eval, eval_split) = match (c.eval.split.as_str(), &prepared.splits.val) {
+            ("val", Some(v)) => (Arc::new(v.clone()), Split::Val),
+            _ => (Arc::new(prepared.splits.test.clone()), Split::Test),
+        };
+        let mut step = 0;
+        let mut time_before = 0.0;
+        let mut stats = prepared.stats;
+        if let Some(path) = &plan.resume {
+            let dir = checkpoint::resolve_checkpoint(path)?;
+            let loaded = checkpoint::load_checkpoint(&dir, &device)?;
+            net.load_safetensors(&dir.join("model.safetensors"))
+                .map_err(|e| err(&e))?;
+            opt.load_state(loaded.optimizer).map_err(|m| {
+                err(&format!(
+                    "{}: {m}",
+                    dir.join("optimizer.safetensors").display()
+                ))
+            })?;
+            lr.state = loaded.state.lr_state.clone();
+            step = loaded.state.step;
+            time_before = loaded.state.time_s;
+            stats = Arc::new(loaded.state.norm.clone());
+        }
+        std::fs::create_dir_all(&plan.dir)
+            .map_err(|e| err(&format!("{}: {e}", plan.dir.display())))?;
+        let config_path = plan.dir.join("config.toml");
+        let resolved = toml::to_string_pretty(&c).map_err(|e| err(&e))?;
+        std::fs::write(&config_path, resolved)
+            .map_err(|e| err(&format!("{}: {e}", config_path.display())))?;
+        let metrics_path = plan.dir.join("metrics.jsonl");
+        let history = if plan.resume.is_some() {
+            metrics::truncate_after(&metrics_path, step)
+                .map_err(|e| err(&format!("{}: {e}", metrics_path.display())))?
+        } else {
+            Vec::new()
+        };
+        let log = MetricsLog::open(&metrics_path)
+            .map_err(|e| err(&format!("{}: {e}", metrics_path.display())))?;
+        Ok(Trainer {
+            id: plan.id,
+            name,
+            dir: plan.dir,
+            device,
+            net,
+            opt,
+            last_lr: f64::NAN,
+            lr,
+            train: prepared.train,
+            eval,
+            eval_split,
+            stats,
+            steps_per_epoch,
+            step,
+            time_before,
+            events,
+            log,
+            last_checkpoint: None,
+            history,
+            config: c,
+        })
+    }
+}

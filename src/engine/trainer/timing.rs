@@ -1,0 +1,94 @@
+//! The run's clocks: training time with pauses left out, and the per-log-interval window.
+
+use std::time::{Duration, Instant};
+
+/// Training time with pauses left out.
+pub(super) struct Clock {
+    before: f64,
+    started: Instant,
+    paused_for: Duration,
+    paused_at: Option<Instant>,
+}
+
+impl Clock {
+    pub(super) fn new(before: f64) -> Clock {
+        Clock {
+            before,
+            started: Instant::now(),
+            paused_for: Duration::ZERO,
+            paused_at: None,
+        }
+    }
+    pub(super) fn pause(&mut self) {
+        self.paused_at.get_or_insert_with(Instant::now);
+    }
+    pub(super) fn resume(&mut self) {
+        if let Some(at) = self.paused_at.take() {
+            self.paused_for += at.elapsed();
+        }
+    }
+    pub(super) fn now(&self) -> f64 {
+        let paused = self.paused_for + self.paused_at.map_or(Duration::ZERO, |a| a.elapsed());
+        self.before + (self.started.elapsed() - paused).as_secs_f64()
+    }
+}
+
+/// Loss, error and throughput over one log interval, with evaluation and checkpoint time excluded.
+#[derive(Default)]
+pub(super) struct Window {
+    started: Option<Instant>,
+    excluded: Duration,
+    images: usize,
+    steps: usize,
+    loss: f64,
+    err: f64,
+    recent: f64,
+}
+
+impl Window {
+    pub(super) fn add(&mut self, images: usize, loss: f64, err: f64) {
+        self.images += images;
+        self.steps += 1;
+        self.loss += loss;
+        self.err += err;
+        // A short EMA of the batch error, for the warm-up's "training error below 80%".
+        self.recent = if self.steps == 1 && self.recent == 0.0 {
+            err
+        } else {
+            0.9 * self.recent + 0.1 * err
+        };
+    }
+    pub(super) fn recent_err(&self) -> f64 {
+        self.recent
+    }
+    pub(super) fn restart(&mut self) {
+        self.started = Some(Instant::now());
+        self.excluded = Duration::ZERO;
+        self.images = 0;
+        self.steps = 0;
+        self.loss = 0.0;
+        self.err = 0.0;
+    }
+    pub(super) fn exclude(&mut self, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+        let t = Instant::now();
+        let r = f();
+        self.excluded += t.elapsed();
+        r
+    }
+    /// Mean loss, mean error and images/s since the last `take`.
+    pub(super) fn take(&mut self) -> (f64, f64, f64) {
+        let secs = self.started.map_or(0.0, |s| {
+            (s.elapsed().saturating_sub(self.excluded)).as_secs_f64()
+        });
+        let n = self.steps.max(1) as f64;
+        let out = (
+            self.loss / n,
+            self.err / n,
+            self.images as f64 / secs.max(1e-9),
+        );
+        let recent = self.recent;
+        self.restart();
+        self.recent = recent;
+        out
+    }
+}
