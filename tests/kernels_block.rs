@@ -7,31 +7,10 @@ use resnet_tui::ops::{
 };
 
 mod common;
-use common::numeric::values;
+use common::numeric::{assert_close, random, values};
 
 fn var(dims: &[usize], seed: u64) -> Result<Var> {
-    Var::from_tensor(&Tensor::from_vec(
-        values(dims.iter().product(), seed),
-        dims,
-        &Device::Cpu,
-    )?)
-}
-
-fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> Result<()> {
-    assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
-    let (g, w) = (
-        got.flatten_all()?.to_vec1::<f32>()?,
-        want.flatten_all()?.to_vec1::<f32>()?,
-    );
-    let rms = (w.iter().map(|v| v * v).sum::<f32>() / w.len().max(1) as f32).sqrt();
-    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        let tol = 1e-4 * (b.abs() + rms) + 1e-7;
-        assert!(
-            (a - b).abs() <= tol,
-            "{what}: element {i} is {a}, expected {b} (tolerance {tol})"
-        );
-    }
-    Ok(())
+    Var::from_tensor(&random(dims, seed)?)
 }
 
 /// Output, the four statistics, and the gradients of x and of all six parameters.
@@ -106,6 +85,7 @@ fn fused_basic_block_matches_stock_ops_for_every_shortcut() -> Result<()> {
                 &format!("{name} of {dims:?} -> {co}, k{k} s{stride} {sc:?}"),
                 c,
                 s,
+                1e-4,
             )?;
         }
     }
@@ -180,6 +160,7 @@ fn fused_basic_block_in_evaluation_matches_stock_ops_for_every_shortcut() -> Res
             &format!("eval block {dims:?} -> {co} {sc:?}"),
             &run(Backend::Custom)?,
             &run(Backend::Stock)?,
+            1e-4,
         )?;
     }
     Ok(())
