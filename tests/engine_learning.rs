@@ -15,7 +15,7 @@ fn first_and_last_loss(model: &str) -> (f64, f64) {
         "data.synthetic_train=2048".into(),
         "data.synthetic_test=256".into(),
         "train.batch_size=32".into(),
-        "train.max_steps=300".into(),
+        "train.max_steps=500".into(),
         "schedule.kind=\"constant\"".into(),
         "schedule.lr=0.05".into(),
         "log.every_steps=1".into(),
@@ -43,7 +43,7 @@ fn first_and_last_loss(model: &str) -> (f64, f64) {
         }
     }
     engine.join();
-    assert_eq!(losses.len(), 300);
+    assert_eq!(losses.len(), 500);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     (mean(&losses[..20]), mean(&losses[losses.len() - 20..]))
 }
