@@ -101,6 +101,18 @@ impl BatchNorm {
     }
 }
 
+/// Evaluation-mode batch norm over [`BatchNorm::eval_tensors`].
+fn bn_eval(t: &[Tensor; 4]) -> ops::BatchNormEval<'_> {
+    let [gamma, beta, mean, var] = t;
+    ops::BatchNormEval {
+        gamma,
+        beta,
+        mean,
+        var,
+        eps: BN_EPS,
+    }
+}
+
 /// A bias-free convolution followed by its BatchNorm (no ReLU).
 pub(crate) struct ConvBn {
     name: String,
@@ -137,16 +149,17 @@ impl ConvBn {
     ) -> Result<Tensor> {
         let (stride, padding) = (self.stride, self.padding);
         if !train {
-            let [gamma, beta, mean, var] = self.bn.eval_tensors();
-            let bn = ops::BatchNormEval {
-                gamma: &gamma,
-                beta: &beta,
-                mean: &mean,
-                var: &var,
-                eps: BN_EPS,
-            };
+            let bn = self.bn.eval_tensors();
             let w = live(&self.weight, false);
-            return ops::conv2d_batch_norm_eval(x, &w, stride, padding, &bn, relu, backend);
+            return ops::conv2d_batch_norm_eval(
+                x,
+                &w,
+                stride,
+                padding,
+                &bn_eval(&bn),
+                relu,
+                backend,
+            );
         }
         let bn = &self.bn;
         let (gamma, beta) = (bn.gamma.as_tensor(), bn.beta.as_tensor());
@@ -290,21 +303,13 @@ impl BasicBlock {
     ) -> Result<Tensor> {
         let (c1, c2) = (&self.conv1, &self.conv2);
         if !train {
-            let [g1, b1, m1, v1] = c1.bn.eval_tensors();
-            let [g2, b2, m2, v2] = c2.bn.eval_tensors();
+            let (bn1, bn2) = (c1.bn.eval_tensors(), c2.bn.eval_tensors());
             let (w1, w2) = (live(&c1.weight, false), live(&c2.weight, false));
-            let bn = |gamma, beta, mean, var| ops::BatchNormEval {
-                gamma,
-                beta,
-                mean,
-                var,
-                eps: BN_EPS,
-            };
             let p = ops::BasicBlockEval {
                 conv1: &w1,
-                bn1: bn(&g1, &b1, &m1, &v1),
+                bn1: bn_eval(&bn1),
                 conv2: &w2,
-                bn2: bn(&g2, &b2, &m2, &v2),
+                bn2: bn_eval(&bn2),
             };
             return ops::basic_block_eval(&x.detach(), &p, c1.stride, shortcut, backend);
         }
