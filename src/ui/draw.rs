@@ -145,7 +145,11 @@ fn status_row<'a>(i: usize, run: &'a RunView, app: &App, theme: &Theme, wide: bo
             run.state.label(),
             state_style(run.state, theme),
         )),
-        Cell::from(format!("{:.1}/{:.0}", run.epoch, run.total_epochs())),
+        Cell::from(format!(
+            "{:.1}/{}",
+            run.epoch,
+            total_epochs(run.total_epochs())
+        )),
         Cell::from(format!("{}/{}", run.step, run.info.max_steps)),
         Cell::from(format!("{:.0}", run.img_per_s)),
         Cell::from(eta),
@@ -276,4 +280,14 @@ fn footer_line(app: &App, theme: &Theme, width: u16) -> Line<'static> {
         spans.push(Span::styled(format!(" {what} "), theme.dim()));
     }
     Line::from(spans)
+}
+
+/// A run's length in epochs for the status line: whole numbers from 10 on or when it is one,
+/// else one decimal (a 1.3-epoch run is not "1").
+fn total_epochs(t: f64) -> String {
+    if t >= 10.0 || (t - t.round()).abs() < 0.05 {
+        format!("{t:.0}")
+    } else {
+        format!("{t:.1}")
+    }
 }
