@@ -12,11 +12,21 @@ use super::charts::{Metric, run_series, step_bounds};
 use super::state::RunView;
 use super::theme::Theme;
 
-/// Mean training error (a fraction) over the last 5% of steps up to `step`: the batch errors are
-/// too noisy to compare one at a time.
+/// Training error (a fraction) at `step`: the error on un-augmented training images when the run
+/// evaluated them within the last 5% of steps (what `resnet-tui report` uses too), else the mean
+/// batch error over that window (the batch errors are too noisy to compare one at a time).
 pub fn train_error_at(run: &RunView, step: u64) -> Option<f64> {
     let s = step as f64;
     let window = (s * 0.05).max(1.0);
+    let evaluated = run
+        .train_eval_err
+        .points()
+        .take_while(|p| p.0 <= s)
+        .last()
+        .filter(|p| p.0 > s - window);
+    if let Some(p) = evaluated {
+        return Some(p.1);
+    }
     let (sum, n) = run
         .train_err
         .points()

@@ -92,6 +92,8 @@ pub struct RunView {
     pub time_s: f64,
     pub train_loss: History<(f64, f64)>,
     pub train_err: History<(f64, f64)>,
+    /// Error on un-augmented training images (`eval.train_images`), when the run measures it.
+    pub train_eval_err: History<(f64, f64)>,
     pub lr_history: History<(f64, f64)>,
     pub test_loss: History<(f64, f64)>,
     pub test_err: History<(f64, f64)>,
@@ -116,6 +118,7 @@ impl RunView {
             time_s: 0.0,
             train_loss: History::new(HISTORY_POINTS),
             train_err: History::new(HISTORY_POINTS),
+            train_eval_err: History::new(HISTORY_POINTS),
             lr_history: History::new(HISTORY_POINTS),
             test_loss: History::new(HISTORY_POINTS),
             test_err: History::new(HISTORY_POINTS),
@@ -156,6 +159,9 @@ impl RunView {
 
     pub fn on_eval(&mut self, m: &EvalMetrics) {
         if m.split == Split::Train {
+            if m.err.is_finite() {
+                self.train_eval_err.push((m.step as f64, m.err));
+            }
             return;
         }
         let x = m.step as f64;
