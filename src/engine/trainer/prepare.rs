@@ -8,9 +8,9 @@ use candle_nn::{VarBuilder, VarMap};
 use crossbeam_channel::Sender;
 
 use super::Trainer;
+use super::saving::{RestoreError, restore};
 use crate::config::validate_shortcut;
 use crate::engine::RunPlan;
-use crate::engine::checkpoint;
 use crate::engine::metrics::{self, MetricsLog};
 use crate::engine::setup::{DataCache, EngineError, select_device};
 use crate::model::{ModelSpec, Net};
@@ -82,20 +82,14 @@ impl Trainer {
         let mut time_before = 0.0;
         let mut stats = prepared.stats;
         if let Some(path) = &plan.resume {
-            let dir = checkpoint::resolve_checkpoint(path)?;
-            let loaded = checkpoint::load_checkpoint(&dir, &device)?;
-            net.load_safetensors(&dir.join("model.safetensors"))
-                .map_err(|e| err(&e))?;
-            opt.load_state(loaded.optimizer).map_err(|m| {
-                err(&format!(
-                    "{}: {m}",
-                    dir.join("optimizer.safetensors").display()
-                ))
+            let (_, state) = restore(path, &device, &net, &mut opt).map_err(|e| match e {
+                RestoreError::Checkpoint(e) => EngineError::from(e),
+                RestoreError::Load(m) => err(&m),
             })?;
-            lr.state = loaded.state.lr_state.clone();
-            step = loaded.state.step;
-            time_before = loaded.state.time_s;
-            stats = Arc::new(loaded.state.norm.clone());
+            lr.state = state.lr_state;
+            step = state.step;
+            time_before = state.time_s;
+            stats = Arc::new(state.norm);
         }
         std::fs::create_dir_all(&plan.dir)
             .map_err(|e| err(&format!("{}: {e}", plan.dir.display())))?;

@@ -1,13 +1,53 @@
 //! Checkpoints of a running run, and rolling back to the newest one.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use candle_core::Device;
 
 use super::Trainer;
 use super::timing::Clock;
-use crate::engine::checkpoint::{self, CheckpointState};
+use crate::engine::checkpoint::{self, CheckpointError, CheckpointState};
 use crate::engine::grads;
 use crate::engine::metrics::{self, MetricsLog};
+use crate::model::Net;
+use crate::optim::Sgd;
 use crate::protocol::{Event, LrSource};
+
+/// Why a checkpoint could not be restored.
+pub(super) enum RestoreError {
+    /// Finding or verifying the checkpoint failed.
+    Checkpoint(CheckpointError),
+    /// Its tensors do not fit the network or the optimizer (the message names the file).
+    Load(String),
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreError::Checkpoint(e) => e.fmt(f),
+            RestoreError::Load(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Loads the checkpoint at `path` (a run or a checkpoint directory) into `net` and `opt` and
+/// returns its directory and saved state: what a resume and a rollback share.
+pub(super) fn restore(
+    path: &Path,
+    device: &Device,
+    net: &Net,
+    opt: &mut Sgd,
+) -> Result<(PathBuf, CheckpointState), RestoreError> {
+    let dir = checkpoint::resolve_checkpoint(path).map_err(RestoreError::Checkpoint)?;
+    let loaded = checkpoint::load_checkpoint(&dir, device).map_err(RestoreError::Checkpoint)?;
+    net.load_safetensors(&dir.join("model.safetensors"))
+        .map_err(|e| RestoreError::Load(e.to_string()))?;
+    let optimizer = dir.join("optimizer.safetensors");
+    opt.load_state(loaded.optimizer)
+        .map_err(|m| RestoreError::Load(format!("{}: {m}", optimizer.display())))?;
+    Ok((dir, loaded.state))
+}
 
 impl Trainer {
     /// Restores the newest checkpoint of this run in place and scales its LR by `lr_factor`
@@ -16,18 +56,11 @@ impl Trainer {
         if !(lr_factor.is_finite() && lr_factor > 0.0) {
             return Err(format!("LR factor {lr_factor} must be a positive number"));
         }
-        let dir = checkpoint::resolve_checkpoint(&self.dir).map_err(|e| e.to_string())?;
-        let loaded = checkpoint::load_checkpoint(&dir, &self.device).map_err(|e| e.to_string())?;
-        self.net
-            .load_safetensors(&dir.join("model.safetensors"))
+        let (dir, state) = restore(&self.dir, &self.device, &self.net, &mut self.opt)
             .map_err(|e| e.to_string())?;
-        let optimizer = dir.join("optimizer.safetensors");
-        self.opt
-            .load_state(loaded.optimizer)
-            .map_err(|m| format!("{}: {m}", optimizer.display()))?;
         let from = self.step;
-        self.lr.state = loaded.state.lr_state.clone();
-        self.step = loaded.state.step;
+        self.lr.state = state.lr_state;
+        self.step = state.step;
         let metrics_path = self.dir.join("metrics.jsonl");
         metrics::truncate_after(&metrics_path, self.step)
             .and_then(|_| MetricsLog::open(&metrics_path))
