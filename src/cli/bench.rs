@@ -217,48 +217,39 @@ fn print_table(rows: &[BenchResult]) {
     }
 }
 
+/// Runs `bench --json` for `backend` with `args` in a process of its own (so its peak RSS is
+/// its own) and returns what it measured.
+fn child(args: &BenchArgs, backend: &str) -> anyhow::Result<BenchResult> {
+    let exe = std::env::current_exe().context("cannot find our own executable")?;
+    let out = std::process::Command::new(&exe)
+        .args([
+            "bench",
+            "--json",
+            "--backend",
+            backend,
+            "--model",
+            &args.model,
+        ])
+        .args(["--batch", &args.batch.to_string()])
+        .args(["--steps", &args.steps.to_string()])
+        .args(["--reps", &args.reps.to_string()])
+        .args(["--eval-batch", &args.eval_batch.to_string()])
+        .args(["--threads", &args.threads.to_string()])
+        .args(["--device", &args.device])
+        .output()
+        .context("running the benchmark child process")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "bench --backend {backend} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice::<BenchResult>(&out.stdout)?)
+}
+
 /// Runs the custom and the stock backend, each in a process of its own, and prints ratios.
 fn both(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let exe = std::env::current_exe().context("cannot find our own executable")?;
-    let mut rows = Vec::new();
-    for backend in ["custom", "stock"] {
-        let out = std::process::Command::new(&exe)
-            .args([
-                "bench",
-                "--json",
-                "--backend",
-                backend,
-                "--model",
-                &args.model,
-            ])
-            .args([
-                "--batch",
-                &args.batch.to_string(),
-                "--steps",
-                &args.steps.to_string(),
-            ])
-            .args([
-                "--reps",
-                &args.reps.to_string(),
-                "--eval-batch",
-                &args.eval_batch.to_string(),
-            ])
-            .args([
-                "--threads",
-                &args.threads.to_string(),
-                "--device",
-                &args.device,
-            ])
-            .output()
-            .context("running the benchmark child process")?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "bench --backend {backend} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        rows.push(serde_json::from_slice::<BenchResult>(&out.stdout)?);
-    }
+    let rows = vec![child(args, "custom")?, child(args, "stock")?];
     if args.json {
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(ExitCode::SUCCESS);
@@ -295,19 +286,12 @@ fn bench_data(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let stats = NormStats::compute(&Normalize::PerPixelMean, &splits.train);
     let fed = bench_pipeline(&splits.train, &stats, args.batch, 2.0);
     println!("one loader worker: {fed:.0} augmented training images/s");
-    let exe = std::env::current_exe().context("cannot find our own executable")?;
-    let out = std::process::Command::new(exe)
-        .args(["bench", "--json", "--model", &args.model, "--steps", "5"])
-        .args(["--reps", "1", "--batch", &args.batch.to_string()])
-        .args([
-            "--threads",
-            &args.threads.to_string(),
-            "--device",
-            &args.device,
-        ])
-        .output()
-        .context("running the model benchmark")?;
-    if let Ok(r) = serde_json::from_slice::<BenchResult>(&out.stdout) {
+    let quick = BenchArgs {
+        steps: 5,
+        reps: 1,
+        ..args.clone()
+    };
+    if let Ok(r) = child(&quick, "custom") {
         println!(
             "{} trains {:.0} images/s: one worker feeds {:.1}x that",
             r.model,
