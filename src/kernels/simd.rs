@@ -1,43 +1,86 @@
-//! The element-wise loops of batch norm and the residual ReLU, in AVX-512 where the CPU has it
-//! (picked at run time: the crate is built for baseline x86-64, where the compiler
-//! auto-vectorises only to 128 bits) and in portable Rust elsewhere.
+//! The element-wise loops of batch norm and the residual ReLU, picked at run time by what the
+//! CPU has: hand-written AVX-512, the portable loops compiled for AVX2 + FMA (256-bit vectors;
+//! the pixel-major transpose hand-written), or the portable loops as built (the crate targets
+//! baseline x86-64, where the compiler auto-vectorises only to 128 bits).
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx512() -> bool {
     std::is_x86_feature_detected!("avx512f")
 }
 
-/// Defines each kernel as a run-time choice between `avx512::$name` and `portable::$name`.
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Defines each kernel as a run-time choice between `avx512::$name`, `avx2::$name` and
+/// `portable::$name`. Kernels listed under `auto` get their AVX2 version by compiling the
+/// portable body with AVX2 enabled; those under `hand` have one in `avx2_hand`.
 macro_rules! dispatch {
-    ($(fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {$(
+    (
+        auto { $(fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)* }
+        hand { $(fn $hname:ident($($harg:ident: $hty:ty),*) $(-> $hret:ty)?;)* }
+    ) => {
+        $(dispatch!(@one $name($($arg: $ty),*) $(-> $ret)?);)*
+        $(dispatch!(@one $hname($($harg: $hty),*) $(-> $hret)?);)*
+
+        /// The AVX2 versions of the kernels.
+        #[cfg(target_arch = "x86_64")]
+        mod avx2 {
+            $(
+                #[target_feature(enable = "avx2,fma")]
+                pub(super) fn $name($($arg: $ty),*) $(-> $ret)? {
+                    super::portable::$name($($arg),*)
+                }
+            )*
+            pub(super) use super::avx2_hand::{$($hname),*};
+        }
+    };
+    (@one $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         pub(crate) fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
-            if has_avx512() {
-                // SAFETY: the CPU supports AVX-512F, the only feature `avx512` enables.
-                return unsafe { avx512::$name($($arg),*) };
+            {
+                if has_avx512() {
+                    // SAFETY: the CPU supports AVX-512F, the only feature `avx512` enables.
+                    return unsafe { avx512::$name($($arg),*) };
+                }
+                if has_avx2() {
+                    // SAFETY: the CPU supports AVX2 and FMA, the features `avx2` enables.
+                    return unsafe { avx2::$name($($arg),*) };
+                }
             }
             portable::$name($($arg),*)
         }
-    )*};
+    };
 }
 
 dispatch! {
-    fn sum(p: &[f32]) -> f32;
-    fn sum_sq_dev(p: &[f32], m: f32) -> f32;
-    fn affine(x: &[f32], a: f32, b: f32, relu: bool, out: &mut [f32]);
-    fn masked_sums(dy: &[f32], y: &[f32], x: &[f32], m: f32, relu: bool) -> (f32, f32);
-    fn bn_dx(dy: &[f32], y: &[f32], x: &[f32], abd: (f32, f32, f32), relu: bool, out: &mut [f32]);
-    fn add_relu(a: &[f32], b: &[f32], out: &mut [f32]);
-    fn affine_add_relu(x: &[f32], a: f32, b: f32, r: &[f32], out: &mut [f32]);
-    fn relu_grad(dy: &[f32], y: &[f32], out: &mut [f32]);
-    fn shift_relu(v: &mut [f32], b: f32, relu: bool);
-    fn nhwc_padded(x: &[f32], chw: (usize, usize, usize), pad: usize, wp: usize, xt: &mut [f32]);
+    auto {
+        fn sum(p: &[f32]) -> f32;
+        fn sum_sq_dev(p: &[f32], m: f32) -> f32;
+        fn affine(x: &[f32], a: f32, b: f32, relu: bool, out: &mut [f32]);
+        fn masked_sums(dy: &[f32], y: &[f32], x: &[f32], m: f32, relu: bool) -> (f32, f32);
+        fn bn_dx(dy: &[f32], y: &[f32], x: &[f32], abd: (f32, f32, f32), relu: bool, out: &mut [f32]);
+        fn add_relu(a: &[f32], b: &[f32], out: &mut [f32]);
+        fn affine_add_relu(x: &[f32], a: f32, b: f32, r: &[f32], out: &mut [f32]);
+        fn relu_grad(dy: &[f32], y: &[f32], out: &mut [f32]);
+        fn shift_relu(v: &mut [f32], b: f32, relu: bool);
+    }
+    hand {
+        fn nhwc_padded(x: &[f32], chw: (usize, usize, usize), pad: usize, wp: usize, xt: &mut [f32]);
+    }
 }
 
-/// The reference versions, for CPUs without AVX-512.
+/// Lanes of the portable reductions: independent partial sums the compiler keeps in one vector.
+const LANES: usize = 8;
+
+/// The reference versions, for CPUs without AVX-512; inlined into the AVX2 wrappers.
 mod portable {
+    use super::LANES;
+
     /// Writes image `x` (C × H × W) pixel-major into `xt`, pixel (y, x) at
     /// ((y + pad)·wp + pad + x)·C: the transpose the weight gradient needs.
+    #[inline(always)]
     pub fn nhwc_padded(
         x: &[f32],
         (ci, h, w): (usize, usize, usize),
@@ -57,16 +100,33 @@ mod portable {
     }
 
     /// Σ p.
+    #[inline(always)]
     pub fn sum(p: &[f32]) -> f32 {
-        p.iter().sum()
+        let mut acc = [0f32; LANES];
+        let chunks = p.chunks_exact(LANES);
+        let tail: f32 = chunks.remainder().iter().sum();
+        for c in chunks {
+            acc.iter_mut().zip(c).for_each(|(a, v)| *a += v);
+        }
+        acc.iter().sum::<f32>() + tail
     }
 
     /// Σ (p − m)².
+    #[inline(always)]
     pub fn sum_sq_dev(p: &[f32], m: f32) -> f32 {
-        p.iter().map(|v| (v - m) * (v - m)).sum()
+        let mut acc = [0f32; LANES];
+        let chunks = p.chunks_exact(LANES);
+        let tail: f32 = chunks.remainder().iter().map(|v| (v - m) * (v - m)).sum();
+        for c in chunks {
+            acc.iter_mut()
+                .zip(c)
+                .for_each(|(a, v)| *a += (v - m) * (v - m));
+        }
+        acc.iter().sum::<f32>() + tail
     }
 
     /// out = x·a + b, then ReLU when `relu`.
+    #[inline(always)]
     pub fn affine(x: &[f32], a: f32, b: f32, relu: bool, out: &mut [f32]) {
         for (o, &v) in out.iter_mut().zip(x) {
             let r = v * a + b;
@@ -75,17 +135,29 @@ mod portable {
     }
 
     /// (Σ g, Σ g·(x − m)) where g = dy, masked by y > 0 when `relu`.
+    #[inline(always)]
     pub fn masked_sums(dy: &[f32], y: &[f32], x: &[f32], m: f32, relu: bool) -> (f32, f32) {
-        let (mut a, mut b) = (0.0, 0.0);
-        for ((&d, &yv), &xv) in dy.iter().zip(y).zip(x) {
-            let g = if relu && yv <= 0.0 { 0.0 } else { d };
-            a += g;
-            b += g * (xv - m);
+        let n = dy.len().min(y.len()).min(x.len());
+        let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
+        let body = n / LANES * LANES;
+        for at in (0..body).step_by(LANES) {
+            for l in 0..LANES {
+                let (d, yv, xv) = (dy[at + l], y[at + l], x[at + l]);
+                let g = if relu && yv <= 0.0 { 0.0 } else { d };
+                a[l] += g;
+                b[l] += g * (xv - m);
+            }
         }
-        (a, b)
+        for i in body..n {
+            let g = if relu && y[i] <= 0.0 { 0.0 } else { dy[i] };
+            a[0] += g;
+            b[0] += g * (x[i] - m);
+        }
+        (a.iter().sum(), b.iter().sum())
     }
 
     /// out = a·g + b·x + d where g = dy, masked by y > 0 when `relu`.
+    #[inline(always)]
     pub fn bn_dx(
         dy: &[f32],
         y: &[f32],
@@ -102,6 +174,7 @@ mod portable {
     }
 
     /// out = relu(x·a + b + r).
+    #[inline(always)]
     pub fn affine_add_relu(x: &[f32], a: f32, b: f32, r: &[f32], out: &mut [f32]) {
         for ((o, &v), &r) in out.iter_mut().zip(x).zip(r) {
             *o = (v * a + b + r).max(0.0);
@@ -109,6 +182,7 @@ mod portable {
     }
 
     /// out = relu(a + b).
+    #[inline(always)]
     pub fn add_relu(a: &[f32], b: &[f32], out: &mut [f32]) {
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
             *o = (x + y).max(0.0);
@@ -116,6 +190,7 @@ mod portable {
     }
 
     /// v += b, then ReLU when `relu`, in place.
+    #[inline(always)]
     pub fn shift_relu(v: &mut [f32], b: f32, relu: bool) {
         for x in v.iter_mut() {
             let r = *x + b;
@@ -124,6 +199,7 @@ mod portable {
     }
 
     /// out = dy where y > 0, else 0.
+    #[inline(always)]
     pub fn relu_grad(dy: &[f32], y: &[f32], out: &mut [f32]) {
         for ((o, &d), &r) in out.iter_mut().zip(dy).zip(y) {
             *o = if r > 0.0 { d } else { 0.0 };
@@ -131,6 +207,8 @@ mod portable {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2_hand;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -209,6 +287,35 @@ mod tests {
             nhwc_padded(&x, (ci, h, w), pad, wp, &mut a);
             portable::nhwc_padded(&x, (ci, h, w), pad, wp, &mut b);
             assert_eq!(a, b, "transpose of {ci} x {h} x {w}, pad {pad}");
+        }
+    }
+
+    /// On CPUs with AVX-512 the dispatch never reaches the AVX2 versions: test them directly.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_versions_agree_with_the_portable_ones() {
+        if !has_avx2() {
+            return;
+        }
+        for (ci, h, w, pad) in [(16, 3, 32, 1), (35, 2, 7, 2), (8, 1, 9, 0), (3, 2, 5, 1)] {
+            let wp = w + 2 * pad;
+            let x = data(ci * h * w, 5);
+            let len = (h + 2 * pad) * wp * ci;
+            let (mut a, mut b) = (vec![-1.0; len], vec![-1.0; len]);
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            unsafe { avx2::nhwc_padded(&x, (ci, h, w), pad, wp, &mut a) };
+            portable::nhwc_padded(&x, (ci, h, w), pad, wp, &mut b);
+            assert_eq!(a, b, "transpose of {ci} x {h} x {w}, pad {pad}");
+        }
+        for len in [0, 1, 7, 8, 9, 100] {
+            let (x, y, dy) = (data(len, 1), data(len, 2), data(len, 3));
+            let exact: f64 = x.iter().map(|&v| v as f64).sum();
+            // SAFETY: as above.
+            let (s, (ma, mb)) =
+                unsafe { (avx2::sum(&x), avx2::masked_sums(&dy, &y, &x, 0.1, true)) };
+            let (pa, pb) = portable::masked_sums(&dy, &y, &x, 0.1, true);
+            assert!(close(s, exact as f32), "sum of {len}");
+            assert!(close(ma, pa) && close(mb, pb), "masked_sums of {len}");
         }
     }
 }
