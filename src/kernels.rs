@@ -8,6 +8,8 @@ mod batchnorm;
 mod block;
 mod block_eval;
 mod conv;
+#[cfg(target_arch = "x86_64")]
+mod direct;
 mod eltwise;
 mod fused;
 mod gemm;

@@ -245,19 +245,40 @@ pub(crate) fn forward_stats(x: &[f32], w: &[f32], g: &ConvGeometry) -> (Vec<f32>
 pub(crate) struct Prepared<'a> {
     g: ConvGeometry,
     w: std::borrow::Cow<'a, [f32]>,
+    /// The direct AVX2 kernel, for stride-1 convolutions on CPUs that have AVX2 but not AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    direct: Option<super::direct::Direct>,
 }
 
 impl<'a> Prepared<'a> {
     pub fn new(w: &'a [f32], g: &ConvGeometry) -> Self {
-        let w = match g.stride == 1 && !g.is_pointwise() {
+        let stride1 = g.stride == 1 && !g.is_pointwise();
+        #[cfg(target_arch = "x86_64")]
+        if super::direct::available(g) {
+            return Prepared {
+                g: *g,
+                w: w.into(),
+                direct: Some(super::direct::Direct::new(w, g)),
+            };
+        }
+        let w = match stride1 {
             true => super::shifted::taps(w, g).into(),
             false => w.into(),
         };
-        Prepared { g: *g, w }
+        Prepared {
+            g: *g,
+            w,
+            #[cfg(target_arch = "x86_64")]
+            direct: None,
+        }
     }
 
     /// One image: `x` (C × H × W) into `out` (O × Ho × Wo).
     pub fn image(&self, x: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(direct) = &self.direct {
+            return direct.image(x, out);
+        }
         let (g, w) = (&self.g, &self.w[..]);
         let (k, p) = (g.k(), g.p());
         if g.is_pointwise() {

@@ -54,7 +54,7 @@ pub(crate) fn image(x: &[f32], taps: &[f32], g: &ConvGeometry, out: &mut [f32]) 
 
 /// Copies image `x` (C × H × W) into the planes of `xs`, zeroing only the border (and slack)
 /// so each pixel is written once.
-fn pad_image(x: &[f32], g: &ConvGeometry, wp: usize, plane: usize, xs: &mut [f32]) {
+pub(crate) fn pad_image(x: &[f32], g: &ConvGeometry, wp: usize, plane: usize, xs: &mut [f32]) {
     let (top, bottom) = (g.pad * wp + g.pad, (g.h + g.pad) * wp - g.pad);
     for c in 0..g.ci {
         let dst = &mut xs[c * plane..(c + 1) * plane];

@@ -1,0 +1,167 @@
+//! The forward pass of a stride-1 3 × 3 convolution as a direct AVX2 + FMA kernel, for CPUs without
+//! AVX-512 (where the `gemm` crate's 8-wide kernels, fed one kernel tap at a time, reach only
+//! about half of the FP32 peak).
+//!
+//! Each image is copied into zero-padded planes whose rows are `wp` wide, so the input pixel
+//! under kernel tap (ky, kx) of output pixel (oy, ox) is `(oy + ky)·wp + ox + kx`. A tile is NO = 4
+//! output channels times up to NV = 3 vectors of 8 output pixels (12 accumulators in registers);
+//! its loop over every input channel and tap loads the 3 pixel vectors straight from the planes
+//! (no im2col matrix, no packing), broadcasts the 4 weights and does 12 FMAs. Each vector is
+//! 8 pixels of one output row; a row shorter than a multiple of 8 ends in a partial vector, whose
+//! extra lanes read the padding or the next row and are not stored.
+
+use super::conv::ConvGeometry;
+use super::gemm::with_scratch;
+use std::arch::x86_64::*;
+
+/// Lanes of a vector.
+const V: usize = 8;
+/// Output channels per tile.
+const NO: usize = 4;
+/// Pixel vectors per tile.
+const NV: usize = 2;
+
+/// Whether this kernel is the one to use for `g`: a stride-1 3 × 3 convolution, AVX2 and FMA
+/// present, AVX-512 absent (there the `gemm` crate's 16-wide kernels are used).
+pub(crate) fn available(g: &ConvGeometry) -> bool {
+    g.stride == 1
+        && g.ksize == 3
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && !std::is_x86_feature_detected!("avx512f")
+}
+
+/// One vector of output pixels: where its first pixel reads (at tap 0, within a plane), where
+/// it is written (within an output plane) and how many of its lanes are real pixels.
+#[derive(Clone, Copy)]
+struct Slot {
+    src: usize,
+    dst: usize,
+    lanes: usize,
+}
+
+/// A stride-1 convolution's weight and geometry, ready for [`Direct::image`].
+pub(crate) struct Direct {
+    g: ConvGeometry,
+    /// The weight as [o-block][c][tap][NO], zero past the last output channel.
+    w: Vec<f32>,
+    slots: Vec<Slot>,
+    /// Padded-plane length: hp·wp plus slack read by partial vectors of the last row.
+    plane: usize,
+}
+
+impl Direct {
+    pub fn new(w: &[f32], g: &ConvGeometry) -> Self {
+        debug_assert!(g.stride == 1 && g.ksize == 3);
+        let (k, ci, co) = (g.ksize, g.ci, g.co);
+        let kk = k * k;
+        let mut wk = vec![0f32; co.div_ceil(NO) * ci * kk * NO];
+        for o in 0..co {
+            for c in 0..ci {
+                for t in 0..kk {
+                    wk[((o / NO * ci + c) * kk + t) * NO + o % NO] = w[(o * ci + c) * kk + t];
+                }
+            }
+        }
+        let wp = g.w + 2 * g.pad;
+        let slots = (0..g.ho)
+            .flat_map(|oy| {
+                (0..g.wo).step_by(V).map(move |x0| Slot {
+                    src: oy * wp + x0,
+                    dst: oy * g.wo + x0,
+                    lanes: (g.wo - x0).min(V),
+                })
+            })
+            .collect();
+        let plane = (g.h + 2 * g.pad) * wp + V + k;
+        Direct {
+            g: *g,
+            w: wk,
+            slots,
+            plane,
+        }
+    }
+
+    /// One image: `x` (C × H × W) into `out` (O × Ho × Wo).
+    pub fn image(&self, x: &[f32], out: &mut [f32]) {
+        let (g, plane) = (&self.g, self.plane);
+        let (ci, co, p) = (g.ci, g.co, g.ho * g.wo);
+        assert!(x.len() >= ci * g.h * g.w && out.len() >= co * p);
+        let wp = g.w + 2 * g.pad;
+        let per_block = ci * 9 * NO;
+        // Every load stays inside its plane: the furthest is the last slot's last tap.
+        let reach = self.slots.last().map_or(0, |s| s.src) + 2 * wp + 2 + V;
+        assert!(reach <= plane, "direct conv: plane too short");
+        with_scratch(ci * plane, |xs| {
+            super::shifted::pad_image(x, g, wp, plane, xs);
+            for tile in self.slots.chunks(NV) {
+                for ob in 0..co.div_ceil(NO) {
+                    let w = &self.w[ob * per_block..(ob + 1) * per_block];
+                    let live = (co - ob * NO).min(NO);
+                    let out = &mut out[ob * NO * p..];
+                    // SAFETY: the CPU has AVX2 and FMA (the caller checked `available`); the
+                    // loads stay inside `xs` (`reach` above, times `ci` planes), the weights
+                    // inside `w` (`per_block`), and the stores inside `out`: `live` channels
+                    // of `p` pixels, each slot's `lanes` pixels within its row.
+                    unsafe {
+                        let args = (xs.as_ptr(), plane, ci, wp, w.as_ptr());
+                        let dst = (out.as_mut_ptr(), p, live);
+                        match *tile {
+                            [a, b] => kernel::<2>(args, [a, b], dst),
+                            [a] => kernel::<1>(args, [a], dst),
+                            _ => unreachable!("tiles hold 1 to {NV} slots"),
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// One tile: NO output channels × N pixel vectors of a 3 × 3 convolution, summed over every
+/// input channel and tap (the taps unrolled, their offsets `ky·wp + kx` folded into the loads).
+///
+/// # Safety
+/// AVX2 and FMA present; `xs` holds `ci` planes of `plane` floats and every slot's
+/// `src + 2·wp + 2 + 8` is at most `plane`; `w` holds `ci · 9 · NO` floats; `out` holds `live`
+/// planes of `p` floats and every slot's `dst + lanes` is at most `p`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<const N: usize>(
+    (xs, plane, ci, wp, w): (*const f32, usize, usize, usize, *const f32),
+    slots: [Slot; N],
+    (out, p, live): (*mut f32, usize, usize),
+) {
+    let mut acc = [[_mm256_setzero_ps(); N]; NO];
+    for c in 0..ci {
+        // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
+        let (xc, wc) = unsafe { (xs.add(c * plane), w.add(c * 9 * NO)) };
+        for ky in 0..3 {
+            let row = unsafe { xc.add(ky * wp) };
+            for kx in 0..3 {
+                let mut xv = [_mm256_setzero_ps(); N];
+                for v in 0..N {
+                    xv[v] = unsafe { _mm256_loadu_ps(row.add(slots[v].src + kx)) };
+                }
+                let t = ky * 3 + kx;
+                for (o, acc) in acc.iter_mut().enumerate() {
+                    let wv = unsafe { _mm256_broadcast_ss(&*wc.add(t * NO + o)) };
+                    for v in 0..N {
+                        acc[v] = _mm256_fmadd_ps(xv[v], wv, acc[v]);
+                    }
+                }
+            }
+        }
+    }
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (o, acc) in acc.iter().enumerate().take(live) {
+        for (v, s) in slots.iter().enumerate() {
+            let at = unsafe { out.add(o * p + s.dst) };
+            if s.lanes == V {
+                unsafe { _mm256_storeu_ps(at, acc[v]) };
+            } else {
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(s.lanes as i32), lane);
+                unsafe { _mm256_maskstore_ps(at, mask, acc[v]) };
+            }
+        }
+    }
+}
