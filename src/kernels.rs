@@ -10,6 +10,8 @@ mod block_eval;
 mod conv;
 #[cfg(target_arch = "x86_64")]
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod direct_grad;
 mod eltwise;
 mod fused;
 mod gemm;

@@ -22,7 +22,7 @@ fn conv_and_grads(shape: Shape, backend: Backend) -> Result<(Tensor, Tensor, Ten
     Ok((y, dx, dw))
 }
 
-const SHAPES: [Shape; 12] = [
+const SHAPES: [Shape; 14] = [
     (2, 3, 8, 8, 16, 3, 1, 1),
     (1, 5, 7, 9, 6, 3, 2, 1),
     (3, 16, 8, 8, 32, 3, 2, 1),
@@ -35,6 +35,8 @@ const SHAPES: [Shape; 12] = [
     (1, 3, 6, 6, 5, 3, 1, 2),
     (1, 2, 4, 4, 3, 1, 1, 1),
     (2, 5, 9, 9, 7, 3, 3, 1),
+    (2, 5, 7, 9, 8, 3, 1, 0),
+    (1, 6, 6, 5, 24, 3, 1, 2),
 ];
 
 #[test]

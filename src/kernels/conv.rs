@@ -370,6 +370,10 @@ pub(crate) fn backward_input_map<T: Send>(
 
 /// The gradient with respect to the weight: per thread, a sum over its images.
 pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if super::direct_grad::available(g) {
+        return super::direct_grad::weight_grad(x, dy, g);
+    }
     if g.stride == 1 {
         return super::weight_grad::stride1(x, dy, g);
     }

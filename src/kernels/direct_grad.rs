@@ -1,0 +1,152 @@
+//! The weight gradient of a stride-1 3 × 3 convolution as a direct AVX2 + FMA kernel, for CPUs
+//! without AVX-512 (see [`super::direct`]).
+//!
+//! `dW[o][c][ky][kx] = Σ_images Σ_(oy, ox) dy[o][oy][ox] · x[c][oy + ky − pad][ox + kx − pad]`.
+//! The output gradient is transposed pixel-major (each pixel's output channels contiguous), the
+//! input copied into zero-padded planes. A tile is up to 6 (channel, tap) pairs times 16 output
+//! channels (12 accumulators holding weight-gradient entries themselves, so nothing is reduced
+//! across lanes): for every pixel it loads 2 vectors of the pixel's output gradient, broadcasts
+//! the 6 input values under the pairs' taps and does 12 FMAs. Per thread the tiles accumulate
+//! over its images; the threads' sums are added at the end.
+
+use super::conv::ConvGeometry;
+use super::gemm::with_scratch;
+use super::simd;
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+
+/// Lanes of a vector.
+const V: usize = 8;
+/// Output-channel vectors per tile.
+const NV: usize = 2;
+/// (input channel, tap) pairs per tile.
+const NP: usize = 6;
+
+/// Whether this kernel computes the weight gradient for `g`: the forward kernel's conditions,
+/// and output channels a multiple of 8.
+pub(crate) fn available(g: &ConvGeometry) -> bool {
+    super::direct::available(g) && g.co.is_multiple_of(V)
+}
+
+/// dW (O, C, 3, 3) of a stride-1 3 × 3 convolution, summed over the batch.
+pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    debug_assert!(available(g));
+    let (ci, co) = (g.ci, g.co);
+    let (wp, p) = (g.w + 2 * g.pad, g.ho * g.wo);
+    let plane = (g.h + 2 * g.pad) * wp + 3;
+    let (in_len, out_len) = (ci * g.h * g.w, co * p);
+    assert!(x.len() >= g.n * in_len && dy.len() >= g.n * out_len);
+    // Every pair reads plane c at oy·wp + ox + ky·wp + kx: the furthest is the last pixel's
+    // last tap, (ho − 1 + 2)·wp + wo − 1 + 2 < plane.
+    assert!(
+        (g.ho + 1) * wp + g.wo + 2 <= plane,
+        "direct weight gradient: plane too short"
+    );
+    let offsets: Vec<usize> = (0..ci * 9)
+        .map(|pair| {
+            let (c, t) = (pair / 9, pair % 9);
+            c * plane + (t / 3) * wp + t % 3
+        })
+        .collect();
+    let per =
+        g.n.div_ceil(rayon::current_num_threads().clamp(1, g.n.max(1)))
+            .max(1);
+    let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
+        .into_par_iter()
+        .map(|part| {
+            // acc[pair][o]: the gradient of weight (o, c, t) for pair c·9 + t.
+            let mut acc = vec![0f32; ci * 9 * co];
+            with_scratch(ci * plane + p * co, |buf| {
+                let (xs, dyt) = buf.split_at_mut(ci * plane);
+                for i in part * per..((part + 1) * per).min(g.n) {
+                    let xi = &x[i * in_len..(i + 1) * in_len];
+                    super::shifted::pad_image(xi, g, wp, plane, xs);
+                    let dyi = &dy[i * out_len..(i + 1) * out_len];
+                    simd::nhwc_padded(dyi, (co, g.ho, g.wo), 0, g.wo, dyt);
+                    for (chunk, offs) in offsets.chunks(NP).enumerate() {
+                        for ob in (0..co).step_by(NV * V) {
+                            let nv = ((co - ob) / V).min(NV);
+                            let sums = &mut acc[chunk * NP * co + ob..];
+                            let src = (xs.as_ptr(), wp, g.ho, g.wo);
+                            let grad = (dyt[ob..].as_ptr(), co);
+                            let dst = (sums.as_mut_ptr(), co);
+                            // SAFETY: the CPU has AVX2 and FMA (`available`); every pair's
+                            // reads stay inside its plane (asserted above); the gradient
+                            // reads `nv` vectors at `ob` of each of the `ho·wo` pixel rows of
+                            // `co` floats (ob + nv·8 ≤ co); the sums are `offs.len()` rows of
+                            // `co` floats from pair chunk·6, columns ob..ob + nv·8.
+                            unsafe {
+                                match (offs.len(), nv) {
+                                    (6, 2) => kernel::<6, 2>(src, offs, grad, dst),
+                                    (6, _) => kernel::<6, 1>(src, offs, grad, dst),
+                                    (3, 2) => kernel::<3, 2>(src, offs, grad, dst),
+                                    (3, _) => kernel::<3, 1>(src, offs, grad, dst),
+                                    _ => unreachable!("pairs come in multiples of 3"),
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            acc
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0f32; ci * 9 * co]);
+    for part in parts {
+        total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
+    }
+    // [c][t][o] -> [o][c][t]
+    let mut dw = vec![0f32; co * ci * 9];
+    for (pair, row) in total.chunks_exact(co).enumerate() {
+        for (o, &v) in row.iter().enumerate() {
+            dw[o * ci * 9 + pair] = v;
+        }
+    }
+    dw
+}
+
+/// One tile: M (channel, tap) pairs × N vectors of output channels, summed over every pixel
+/// and added to `sums`.
+///
+/// # Safety
+/// AVX2 and FMA present; for every pair offset `off`, `xs[off + oy·wp + ox]` is in bounds for
+/// all oy < ho, ox < wo; `dyt` holds `ho·wo` rows of `stride` floats, of which the first `8·N`
+/// are read; `sums` holds M rows of `sum_stride` floats, of which the first `8·N` are updated.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<const M: usize, const N: usize>(
+    (xs, wp, ho, wo): (*const f32, usize, usize, usize),
+    offs: &[usize],
+    (dyt, stride): (*const f32, usize),
+    (sums, sum_stride): (*mut f32, usize),
+) {
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
+    let mut src = [xs; M];
+    for (s, &off) in src.iter_mut().zip(offs) {
+        // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
+        *s = unsafe { xs.add(off) };
+    }
+    let mut d = dyt;
+    for oy in 0..ho {
+        let row = oy * wp;
+        for ox in row..row + wo {
+            let mut dv = [_mm256_setzero_ps(); N];
+            for (v, dv) in dv.iter_mut().enumerate() {
+                *dv = unsafe { _mm256_loadu_ps(d.add(v * V)) };
+            }
+            for (m, acc) in acc.iter_mut().enumerate() {
+                let xb = unsafe { _mm256_broadcast_ss(&*src[m].add(ox)) };
+                for v in 0..N {
+                    acc[v] = _mm256_fmadd_ps(xb, dv[v], acc[v]);
+                }
+            }
+            d = unsafe { d.add(stride) };
+        }
+    }
+    for (m, acc) in acc.iter().enumerate() {
+        for (v, &a) in acc.iter().enumerate() {
+            let at = unsafe { sums.add(m * sum_stride + v * V) };
+            unsafe { _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), a)) };
+        }
+    }
+}
