@@ -17,6 +17,7 @@ mod fused;
 mod gemm;
 mod im2col;
 mod pool;
+pub mod profile;
 mod shifted;
 mod simd;
 mod weight_grad;

@@ -17,7 +17,7 @@ use crate::ops::Backend;
 use block::{Block, ConvBn, Linear, Role, Visitor};
 use plan::{ConvPlan, Plan};
 
-pub use spec::{CIFAR_DEPTHS, Family, IMAGENET_DEPTHS, ModelSpec, Shortcut, zoo};
+pub use spec::{CIFAR_DEPTHS, ConvShape, Family, IMAGENET_DEPTHS, ModelSpec, Shortcut, zoo};
 pub use weights::Mismatch;
 
 /// Everything that can go wrong naming, building, saving or loading a model.

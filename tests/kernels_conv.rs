@@ -22,7 +22,7 @@ fn conv_and_grads(shape: Shape, backend: Backend) -> Result<(Tensor, Tensor, Ten
     Ok((y, dx, dw))
 }
 
-const SHAPES: [Shape; 14] = [
+const SHAPES: [Shape; 16] = [
     (2, 3, 8, 8, 16, 3, 1, 1),
     (1, 5, 7, 9, 6, 3, 2, 1),
     (3, 16, 8, 8, 32, 3, 2, 1),
@@ -37,6 +37,8 @@ const SHAPES: [Shape; 14] = [
     (2, 5, 9, 9, 7, 3, 3, 1),
     (2, 5, 7, 9, 8, 3, 1, 0),
     (1, 6, 6, 5, 24, 3, 1, 2),
+    (2, 3, 9, 7, 8, 3, 2, 1),
+    (1, 4, 11, 11, 16, 3, 2, 0),
 ];
 
 #[test]

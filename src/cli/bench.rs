@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// augmented batches per second, against the model's training images/s.
     #[arg(long = "data-pipeline")]
     pub data_pipeline: bool,
+    /// Also time every convolution and batch norm of the model alone (custom backend) and show
+    /// how the measured training step divides between them and the rest.
+    #[arg(long)]
+    pub kernels: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,9 +189,92 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
-        print_table(&[result]);
+        print_table(std::slice::from_ref(&result));
+    }
+    if args.kernels {
+        let step = args.batch as f64 / result.train_img_s;
+        print_kernel_breakdown(&spec, args.batch, step, args.reps.max(3));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Times every distinct convolution and batch norm of `spec` alone and prints where a training
+/// step of `step` seconds goes.
+fn print_kernel_breakdown(spec: &ModelSpec, batch: usize, step: f64, reps: usize) {
+    use crate::kernels::ConvGeometry;
+    use crate::kernels::profile::{conv_times, norm_times};
+    let shapes = spec.conv_shapes();
+    let mut distinct: Vec<(crate::model::ConvShape, usize)> = Vec::new();
+    for (i, s) in shapes.iter().enumerate() {
+        // The stem's input needs no gradient: count it apart.
+        match distinct.iter_mut().find(|(d, _)| d == s && i > 0) {
+            Some((_, count)) => *count += 1,
+            None => distinct.push((*s, 1)),
+        }
+    }
+    println!(
+        "\n{} training step, batch {batch}: {:.3} s measured; each kernel timed alone \
+         (median of {reps} calls)",
+        spec.name, step
+    );
+    println!(
+        "{:<24} {:>5}  {:>17}  {:>17}  {:>17}",
+        "convolution", "calls", "forward", "input gradient", "weight gradient"
+    );
+    let (mut conv, mut norm) = ([0.0f64; 3], [0.0f64; 2]);
+    let cell = |s: f64, flop: f64| format!("{:6.2} ms {:4.0} GF/s", s * 1e3, flop / s / 1e9);
+    for (index, &(s, count)) in distinct.iter().enumerate() {
+        let dims = [batch, s.cin, s.side, s.side];
+        let w = [s.cout, s.cin, s.kernel, s.kernel];
+        let Ok(g) = ConvGeometry::new(&dims, &w, s.stride, s.padding) else {
+            continue;
+        };
+        let t = conv_times(&g, reps);
+        let flop = 2.0 * (g.n * g.co * g.ho * g.wo * g.k()) as f64;
+        let stem = index == 0;
+        conv[0] += count as f64 * t.forward;
+        conv[1] += if stem {
+            0.0
+        } else {
+            count as f64 * t.input_grad
+        };
+        conv[2] += count as f64 * t.weight_grad;
+        let n = norm_times((batch, s.cout, g.ho * g.wo), reps);
+        norm[0] += count as f64 * n.forward;
+        norm[1] += count as f64 * n.backward;
+        let label = format!(
+            "{}->{} {}x{}/{} {}x{}",
+            s.cin, s.cout, s.kernel, s.kernel, s.stride, s.side, s.side
+        );
+        let dx = match stem {
+            true => format!("{:>17}", "-"),
+            false => cell(t.input_grad, flop),
+        };
+        println!(
+            "{label:<24} {count:>5}  {}  {dx}  {}",
+            cell(t.forward, flop),
+            cell(t.weight_grad, flop)
+        );
+    }
+    let parts = [
+        ("convolution forward", conv[0]),
+        ("convolution input gradient", conv[1]),
+        ("convolution weight gradient", conv[2]),
+        ("batch norm + ReLU forward", norm[0]),
+        ("batch norm + ReLU backward", norm[1]),
+    ];
+    let kernels: f64 = parts.iter().map(|(_, t)| t).sum();
+    println!("\n{:<60} {:>8}  {:>5}", "part of the step", "ms", "share");
+    for (name, t) in parts {
+        println!("{name:<60} {:8.1}  {:4.0}%", t * 1e3, 100.0 * t / step);
+    }
+    let rest = step - kernels;
+    println!(
+        "{:<60} {:8.1}  {:4.0}%",
+        "rest: residual adds, shortcuts, pooling, loss, optimizer, glue",
+        rest * 1e3,
+        100.0 * rest / step
+    );
 }
 
 fn print_table(rows: &[BenchResult]) {

@@ -1,4 +1,4 @@
-//! The forward pass of a stride-1 3 × 3 convolution as a direct AVX2 + FMA kernel, for CPUs without
+//! The forward pass of a 3 × 3 convolution of stride 1 or 2 as a direct AVX2 + FMA kernel, for CPUs without
 //! AVX-512 (where the `gemm` crate's 8-wide kernels, fed one kernel tap at a time, reach only
 //! about half of the FP32 peak).
 //!
@@ -8,7 +8,8 @@
 //! its loop over every input channel and tap loads the 3 pixel vectors straight from the planes
 //! (no im2col matrix, no packing), broadcasts the 4 weights and does 12 FMAs. Each vector is
 //! 8 pixels of one output row; a row shorter than a multiple of 8 ends in a partial vector, whose
-//! extra lanes read the padding or the next row and are not stored.
+//! extra lanes read the padding or the next row and are not stored. For stride 2 the planes
+//! hold each row's even columns before its odd ones ([`Planes`]).
 
 use super::conv::ConvGeometry;
 use super::gemm::with_scratch;
@@ -21,14 +22,78 @@ const NO: usize = 4;
 /// Pixel vectors per tile.
 const NV: usize = 2;
 
-/// Whether this kernel is the one to use for `g`: a stride-1 3 × 3 convolution, AVX2 and FMA
-/// present, AVX-512 absent (there the `gemm` crate's 16-wide kernels are used).
+/// Whether this kernel is the one to use for `g`: a 3 × 3 convolution of stride 1 or 2, AVX2
+/// and FMA present, AVX-512 absent (there the `gemm` crate's 16-wide kernels are used).
 pub(crate) fn available(g: &ConvGeometry) -> bool {
-    g.stride == 1
+    (g.stride == 1 || g.stride == 2)
         && g.ksize == 3
         && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
         && !std::is_x86_feature_detected!("avx512f")
+}
+
+/// Where a 3 × 3 convolution reads its input: one zero-padded plane per channel, rows `row`
+/// floats apart. For stride 2 each padded row holds its even columns and then its odd columns
+/// (`half` floats each), so that the pixels under one tap of 8 neighbouring outputs are
+/// contiguous there too.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Planes {
+    pub stride: usize,
+    pub row: usize,
+    half: usize,
+    /// Floats per plane: the padded image plus slack read by partial vectors of the last row.
+    pub plane: usize,
+}
+
+impl Planes {
+    pub fn new(g: &ConvGeometry) -> Self {
+        let wp = g.w + 2 * g.pad;
+        let half = wp.div_ceil(2);
+        let row = if g.stride == 1 { wp } else { 2 * half };
+        let plane = (g.h + 2 * g.pad) * row + V + 3;
+        Planes {
+            stride: g.stride,
+            row,
+            half,
+            plane,
+        }
+    }
+
+    /// The offset of the pixel under tap (ky, kx) from that of output pixel (0, 0).
+    pub fn tap(&self, ky: usize, kx: usize) -> usize {
+        ky * self.row + self.column(kx)
+    }
+
+    /// Where padded column `col` lies within its row.
+    fn column(&self, col: usize) -> usize {
+        match self.stride {
+            1 => col,
+            _ => (col % 2) * self.half + col / 2,
+        }
+    }
+
+    /// The offset of output pixel (oy, ox) at tap (0, 0).
+    pub fn base(&self, oy: usize, ox: usize) -> usize {
+        oy * self.stride * self.row + ox
+    }
+
+    /// Copies image `x` (C × H × W) into `xs` (C planes), zero in the padding and the slack.
+    pub fn fill(&self, x: &[f32], g: &ConvGeometry, xs: &mut [f32]) {
+        if self.stride == 1 {
+            return super::shifted::pad_image(x, g, self.row, self.plane, xs);
+        }
+        for c in 0..g.ci {
+            let dst = &mut xs[c * self.plane..(c + 1) * self.plane];
+            dst.fill(0.0);
+            for y in 0..g.h {
+                let at = (y + g.pad) * self.row;
+                let src = &x[(c * g.h + y) * g.w..][..g.w];
+                for (col, &v) in (g.pad..).zip(src) {
+                    dst[at + self.column(col)] = v;
+                }
+            }
+        }
+    }
 }
 
 /// One vector of output pixels: where its first pixel reads (at tap 0, within a plane), where
@@ -46,13 +111,12 @@ pub(crate) struct Direct {
     /// The weight as [o-block][c][tap][NO], zero past the last output channel.
     w: Vec<f32>,
     slots: Vec<Slot>,
-    /// Padded-plane length: hp·wp plus slack read by partial vectors of the last row.
-    plane: usize,
+    planes: Planes,
 }
 
 impl Direct {
     pub fn new(w: &[f32], g: &ConvGeometry) -> Self {
-        debug_assert!(g.stride == 1 && g.ksize == 3);
+        debug_assert!(available(g));
         let (k, ci, co) = (g.ksize, g.ci, g.co);
         let kk = k * k;
         let mut wk = vec![0f32; co.div_ceil(NO) * ci * kk * NO];
@@ -63,37 +127,37 @@ impl Direct {
                 }
             }
         }
-        let wp = g.w + 2 * g.pad;
+        let planes = Planes::new(g);
         let slots = (0..g.ho)
             .flat_map(|oy| {
                 (0..g.wo).step_by(V).map(move |x0| Slot {
-                    src: oy * wp + x0,
+                    src: planes.base(oy, x0),
                     dst: oy * g.wo + x0,
                     lanes: (g.wo - x0).min(V),
                 })
             })
             .collect();
-        let plane = (g.h + 2 * g.pad) * wp + V + k;
         Direct {
             g: *g,
             w: wk,
             slots,
-            plane,
+            planes,
         }
     }
 
     /// One image: `x` (C × H × W) into `out` (O × Ho × Wo).
     pub fn image(&self, x: &[f32], out: &mut [f32]) {
-        let (g, plane) = (&self.g, self.plane);
+        let (g, planes) = (&self.g, self.planes);
+        let plane = planes.plane;
         let (ci, co, p) = (g.ci, g.co, g.ho * g.wo);
         assert!(x.len() >= ci * g.h * g.w && out.len() >= co * p);
-        let wp = g.w + 2 * g.pad;
         let per_block = ci * 9 * NO;
         // Every load stays inside its plane: the furthest is the last slot's last tap.
-        let reach = self.slots.last().map_or(0, |s| s.src) + 2 * wp + 2 + V;
+        let reach = self.slots.last().map_or(0, |s| s.src) + planes.tap(2, 2) + V;
         assert!(reach <= plane, "direct conv: plane too short");
+        let kx = [planes.tap(0, 0), planes.tap(0, 1), planes.tap(0, 2)];
         with_scratch(ci * plane, |xs| {
-            super::shifted::pad_image(x, g, wp, plane, xs);
+            planes.fill(x, g, xs);
             for tile in self.slots.chunks(NV) {
                 for ob in 0..co.div_ceil(NO) {
                     let w = &self.w[ob * per_block..(ob + 1) * per_block];
@@ -104,11 +168,13 @@ impl Direct {
                     // inside `w` (`per_block`), and the stores inside `out`: `live` channels
                     // of `p` pixels, each slot's `lanes` pixels within its row.
                     unsafe {
-                        let args = (xs.as_ptr(), plane, ci, wp, w.as_ptr());
+                        let args = (xs.as_ptr(), plane, ci, planes.row, kx, w.as_ptr());
                         let dst = (out.as_mut_ptr(), p, live);
-                        match *tile {
-                            [a, b] => kernel::<2>(args, [a, b], dst),
-                            [a] => kernel::<1>(args, [a], dst),
+                        match (tile, planes.stride) {
+                            (&[a, b], 1) => kernel::<2, 1>(args, [a, b], dst),
+                            (&[a], 1) => kernel::<1, 1>(args, [a], dst),
+                            (&[a, b], _) => kernel::<2, 2>(args, [a, b], dst),
+                            (&[a], _) => kernel::<1, 2>(args, [a], dst),
                             _ => unreachable!("tiles hold 1 to {NV} slots"),
                         }
                     }
@@ -118,16 +184,17 @@ impl Direct {
     }
 }
 
-/// One tile: NO output channels × N pixel vectors of a 3 × 3 convolution, summed over every
-/// input channel and tap (the taps unrolled, their offsets `ky·wp + kx` folded into the loads).
+/// One tile: NO output channels × N pixel vectors of a 3 × 3 convolution of stride S, summed
+/// over every input channel and tap (the taps unrolled; for stride 1 the column offsets
+/// `kx` of the taps are folded into the loads, for stride 2 they come from `kxo`).
 ///
 /// # Safety
 /// AVX2 and FMA present; `xs` holds `ci` planes of `plane` floats and every slot's
-/// `src + 2·wp + 2 + 8` is at most `plane`; `w` holds `ci · 9 · NO` floats; `out` holds `live`
-/// planes of `p` floats and every slot's `dst + lanes` is at most `p`.
+/// `src + 2·row + kxo[2] + 8` is at most `plane`; `w` holds `ci · 9 · NO` floats; `out` holds
+/// `live` planes of `p` floats and every slot's `dst + lanes` is at most `p`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel<const N: usize>(
-    (xs, plane, ci, wp, w): (*const f32, usize, usize, usize, *const f32),
+unsafe fn kernel<const N: usize, const S: usize>(
+    (xs, plane, ci, row, kxo, w): (*const f32, usize, usize, usize, [usize; 3], *const f32),
     slots: [Slot; N],
     (out, p, live): (*mut f32, usize, usize),
 ) {
@@ -136,11 +203,12 @@ unsafe fn kernel<const N: usize>(
         // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
         let (xc, wc) = unsafe { (xs.add(c * plane), w.add(c * 9 * NO)) };
         for ky in 0..3 {
-            let row = unsafe { xc.add(ky * wp) };
-            for kx in 0..3 {
+            let line = unsafe { xc.add(ky * row) };
+            for (kx, &off) in kxo.iter().enumerate() {
+                let at = if S == 1 { kx } else { off };
                 let mut xv = [_mm256_setzero_ps(); N];
                 for v in 0..N {
-                    xv[v] = unsafe { _mm256_loadu_ps(row.add(slots[v].src + kx)) };
+                    xv[v] = unsafe { _mm256_loadu_ps(line.add(slots[v].src + at)) };
                 }
                 let t = ky * 3 + kx;
                 for (o, acc) in acc.iter_mut().enumerate() {

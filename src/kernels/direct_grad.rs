@@ -1,7 +1,7 @@
-//! The weight gradient of a stride-1 3 × 3 convolution as a direct AVX2 + FMA kernel, for CPUs
-//! without AVX-512 (see [`super::direct`]).
+//! The weight gradient of a 3 × 3 convolution of stride 1 or 2 as a direct AVX2 + FMA kernel,
+//! for CPUs without AVX-512 (see [`super::direct`], whose input [`Planes`] it shares).
 //!
-//! `dW[o][c][ky][kx] = Σ_images Σ_(oy, ox) dy[o][oy][ox] · x[c][oy + ky − pad][ox + kx − pad]`.
+//! `dW[o][c][ky][kx] = Σ_images Σ_(oy, ox) dy[o][oy][ox] · x[c][s·oy + ky − pad][s·ox + kx − pad]`.
 //! The output gradient is transposed pixel-major (each pixel's output channels contiguous), the
 //! input copied into zero-padded planes. A tile is up to 6 (channel, tap) pairs times 16 output
 //! channels (12 accumulators holding weight-gradient entries themselves, so nothing is reduced
@@ -10,6 +10,7 @@
 //! over its images; the threads' sums are added at the end.
 
 use super::conv::ConvGeometry;
+use super::direct::Planes;
 use super::gemm::with_scratch;
 use super::simd;
 use rayon::prelude::*;
@@ -28,24 +29,22 @@ pub(crate) fn available(g: &ConvGeometry) -> bool {
     super::direct::available(g) && g.co.is_multiple_of(V)
 }
 
-/// dW (O, C, 3, 3) of a stride-1 3 × 3 convolution, summed over the batch.
+/// dW (O, C, 3, 3) of a 3 × 3 convolution, summed over the batch.
 pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     debug_assert!(available(g));
-    let (ci, co) = (g.ci, g.co);
-    let (wp, p) = (g.w + 2 * g.pad, g.ho * g.wo);
-    let plane = (g.h + 2 * g.pad) * wp + 3;
+    let (ci, co, p) = (g.ci, g.co, g.ho * g.wo);
+    let planes = Planes::new(g);
+    let plane = planes.plane;
     let (in_len, out_len) = (ci * g.h * g.w, co * p);
     assert!(x.len() >= g.n * in_len && dy.len() >= g.n * out_len);
-    // Every pair reads plane c at oy·wp + ox + ky·wp + kx: the furthest is the last pixel's
-    // last tap, (ho − 1 + 2)·wp + wo − 1 + 2 < plane.
-    assert!(
-        (g.ho + 1) * wp + g.wo + 2 <= plane,
-        "direct weight gradient: plane too short"
-    );
+    // Every pair reads its plane at the output pixel's base plus its tap: the furthest is the
+    // last pixel's last tap.
+    let reach = planes.base(g.ho - 1, g.wo - 1) + planes.tap(2, 2);
+    assert!(reach < plane, "direct weight gradient: plane too short");
     let offsets: Vec<usize> = (0..ci * 9)
         .map(|pair| {
             let (c, t) = (pair / 9, pair % 9);
-            c * plane + (t / 3) * wp + t % 3
+            c * plane + planes.tap(t / 3, t % 3)
         })
         .collect();
     let per =
@@ -60,14 +59,14 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
                 let (xs, dyt) = buf.split_at_mut(ci * plane);
                 for i in part * per..((part + 1) * per).min(g.n) {
                     let xi = &x[i * in_len..(i + 1) * in_len];
-                    super::shifted::pad_image(xi, g, wp, plane, xs);
+                    planes.fill(xi, g, xs);
                     let dyi = &dy[i * out_len..(i + 1) * out_len];
                     simd::nhwc_padded(dyi, (co, g.ho, g.wo), 0, g.wo, dyt);
                     for (chunk, offs) in offsets.chunks(NP).enumerate() {
                         for ob in (0..co).step_by(NV * V) {
                             let nv = ((co - ob) / V).min(NV);
                             let sums = &mut acc[chunk * NP * co + ob..];
-                            let src = (xs.as_ptr(), wp, g.ho, g.wo);
+                            let src = (xs.as_ptr(), planes.base(1, 0), g.ho, g.wo);
                             let grad = (dyt[ob..].as_ptr(), co);
                             let dst = (sums.as_mut_ptr(), co);
                             // SAFETY: the CPU has AVX2 and FMA (`available`); every pair's

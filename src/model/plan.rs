@@ -187,6 +187,29 @@ impl Plan {
         }
     }
 
+    /// Every conv of the net in network order, with the side of its input when the net's input
+    /// is `input` pixels square.
+    pub fn sized_convs(&self, input: usize) -> Vec<(ConvPlan, usize)> {
+        let mut convs = vec![(self.stem.clone(), input)];
+        let mut side = self.stem.out_side(input);
+        if self.max_pool {
+            side = (side + 2).saturating_sub(3) / 2 + 1;
+        }
+        for block in &self.blocks {
+            let mut s = side;
+            for conv in block.branch() {
+                let next = conv.out_side(s);
+                convs.push((conv, s));
+                s = next;
+            }
+            if let Some(proj) = block.projection() {
+                convs.push((proj, side));
+            }
+            side = s;
+        }
+        convs
+    }
+
     /// Every conv of the net (stem, branches, projections) in network order.
     pub fn convs(&self) -> impl Iterator<Item = ConvPlan> + '_ {
         let blocks = self

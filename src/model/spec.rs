@@ -183,24 +183,37 @@ impl ModelSpec {
     /// Forward multiply-adds of the convs and the fc for one `input` x `input` image.
     pub fn mult_adds(&self) -> u64 {
         let plan = Plan::of(self);
-        let mut side = plan.stem.out_side(self.input);
-        let mut total = plan.stem.mult_adds(self.input);
-        if plan.max_pool {
-            side = (side + 2).saturating_sub(3) / 2 + 1;
-        }
-        for block in &plan.blocks {
-            let mut s = side;
-            for conv in block.branch() {
-                total += conv.mult_adds(s);
-                s = conv.out_side(s);
-            }
-            if let Some(proj) = block.projection() {
-                total += proj.mult_adds(side);
-            }
-            side = s;
-        }
+        let convs = plan.sized_convs(self.input);
+        let total: u64 = convs.iter().map(|(c, side)| c.mult_adds(*side)).sum();
         total + (plan.features * self.classes) as u64
     }
+
+    /// Every convolution of the net in network order, with the side of its (square) input.
+    pub fn conv_shapes(&self) -> Vec<ConvShape> {
+        Plan::of(self)
+            .sized_convs(self.input)
+            .into_iter()
+            .map(|(c, side)| ConvShape {
+                cin: c.cin,
+                cout: c.cout,
+                kernel: c.kernel,
+                stride: c.stride,
+                padding: c.padding(),
+                side,
+            })
+            .collect()
+    }
+}
+
+/// One convolution of a net: channels, square kernel, stride, padding and input side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvShape {
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub side: usize,
 }
 
 /// Every canonical architecture at its canonical input: the CIFAR family at 32x32 / 10 classes,
