@@ -1,7 +1,9 @@
 //! Fast CPU kernels for the hot operations of the residual networks, as candle custom ops with
-//! their own backward passes: convolution (im2col + one GEMM per image), batch normalisation in
-//! training mode (optionally fused with ReLU), the residual `relu(a + b)` and the option-A
-//! shortcut of He et al. (2015), section 4.2. Inputs must be contiguous f32 tensors on the CPU;
+//! their own backward passes: convolution (on CPUs with AVX2 but not AVX-512, direct AVX2
+//! kernels for the 3 × 3 convolutions of stride 1 and 2; otherwise, and for other shapes, one
+//! `gemm` call per image or kernel tap), batch normalisation in training mode (optionally fused
+//! with ReLU), the residual `relu(a + b)` and the option-A shortcut of He et al. (2015),
+//! section 4.2. Inputs must be contiguous f32 tensors on the CPU;
 //! [`crate::ops`] decides when to call these and falls back to candle's stock ops otherwise.
 
 mod batchnorm;
