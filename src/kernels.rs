@@ -33,6 +33,30 @@ pub use conv::{ConvGeometry, conv2d, conv2d_backward};
 pub use eltwise::{add_relu, shortcut_a};
 pub use fused::{BatchNormEval, conv2d_batch_norm_eval, conv2d_batch_norm_train};
 
+/// Splits the images `0..n` into one contiguous range per thread, runs `part` on each range
+/// (it returns a sum of `len` floats over its images, e.g. a weight gradient) and adds the
+/// threads' sums up.
+fn sum_over_images(
+    n: usize,
+    len: usize,
+    part: impl Fn(std::ops::Range<usize>) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let per = n
+        .div_ceil(rayon::current_num_threads().clamp(1, n.max(1)))
+        .max(1);
+    let partials: Vec<Vec<f32>> = (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(|i| part(i * per..((i + 1) * per).min(n)))
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0f32; len]);
+    for part in parts {
+        total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
+    }
+    total
+}
+
 /// Whether the custom kernels can run on `t`: an f32 tensor on the CPU.
 pub fn supports(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32

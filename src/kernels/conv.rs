@@ -378,44 +378,31 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f3
         return super::weight_grad::stride1(x, dy, g);
     }
     let (k, p, in_len, out_len) = (g.k(), g.p(), g.in_len(), g.out_len());
-    let per =
-        g.n.div_ceil(rayon::current_num_threads().clamp(1, g.n.max(1)))
-            .max(1);
-    let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
-        .into_par_iter()
-        .map(|part| {
-            let mut acc = vec![0f32; g.co * k];
-            let images = part * per..((part + 1) * per).min(g.n);
-            for i in images.clone() {
-                let dyi = View::rows(&dy[i * out_len..(i + 1) * out_len], p);
-                let xi = &x[i * in_len..(i + 1) * in_len];
-                let accumulate = i > images.start;
-                if g.is_pointwise() {
-                    matmul(
-                        g.co,
-                        k,
-                        p,
-                        &mut acc,
-                        (k, 1),
-                        accumulate,
-                        dyi,
-                        View::transposed(xi, p),
-                    );
-                } else {
-                    with_scratch(k * p, |rows| {
-                        im2row(xi, g, rows);
-                        let rows = View::rows(rows, k);
-                        matmul(g.co, k, p, &mut acc, (k, 1), accumulate, dyi, rows);
-                    });
-                }
+    super::sum_over_images(g.n, g.co * k, |images| {
+        let mut acc = vec![0f32; g.co * k];
+        for i in images.clone() {
+            let dyi = View::rows(&dy[i * out_len..(i + 1) * out_len], p);
+            let xi = &x[i * in_len..(i + 1) * in_len];
+            let accumulate = i > images.start;
+            if g.is_pointwise() {
+                matmul(
+                    g.co,
+                    k,
+                    p,
+                    &mut acc,
+                    (k, 1),
+                    accumulate,
+                    dyi,
+                    View::transposed(xi, p),
+                );
+            } else {
+                with_scratch(k * p, |rows| {
+                    im2row(xi, g, rows);
+                    let rows = View::rows(rows, k);
+                    matmul(g.co, k, p, &mut acc, (k, 1), accumulate, dyi, rows);
+                });
             }
-            acc
-        })
-        .collect();
-    let mut parts = partials.into_iter();
-    let mut total = parts.next().unwrap_or_else(|| vec![0f32; g.co * k]);
-    for part in parts {
-        total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
-    }
-    total
+        }
+        acc
+    })
 }

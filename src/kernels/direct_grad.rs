@@ -13,7 +13,6 @@ use super::conv::ConvGeometry;
 use super::direct::Planes;
 use super::gemm::with_scratch;
 use super::simd;
-use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 /// Lanes of a vector.
@@ -47,54 +46,43 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
             c * plane + planes.tap(t / 3, t % 3)
         })
         .collect();
-    let per =
-        g.n.div_ceil(rayon::current_num_threads().clamp(1, g.n.max(1)))
-            .max(1);
-    let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
-        .into_par_iter()
-        .map(|part| {
-            // acc[pair][o]: the gradient of weight (o, c, t) for pair c·9 + t.
-            let mut acc = vec![0f32; ci * 9 * co];
-            with_scratch(ci * plane + p * co, |buf| {
-                let (xs, dyt) = buf.split_at_mut(ci * plane);
-                for i in part * per..((part + 1) * per).min(g.n) {
-                    let xi = &x[i * in_len..(i + 1) * in_len];
-                    planes.fill(xi, g, xs);
-                    let dyi = &dy[i * out_len..(i + 1) * out_len];
-                    simd::nhwc_padded(dyi, (co, g.ho, g.wo), 0, g.wo, dyt);
-                    for (chunk, offs) in offsets.chunks(NP).enumerate() {
-                        for ob in (0..co).step_by(NV * V) {
-                            let nv = ((co - ob) / V).min(NV);
-                            let sums = &mut acc[chunk * NP * co + ob..];
-                            let src = (xs.as_ptr(), planes.base(1, 0), g.ho, g.wo);
-                            let grad = (dyt[ob..].as_ptr(), co);
-                            let dst = (sums.as_mut_ptr(), co);
-                            // SAFETY: the CPU has AVX2 and FMA (`available`); every pair's
-                            // reads stay inside its plane (asserted above); the gradient
-                            // reads `nv` vectors at `ob` of each of the `ho·wo` pixel rows of
-                            // `co` floats (ob + nv·8 ≤ co); the sums are `offs.len()` rows of
-                            // `co` floats from pair chunk·6, columns ob..ob + nv·8.
-                            unsafe {
-                                match (offs.len(), nv) {
-                                    (6, 2) => kernel::<6, 2>(src, offs, grad, dst),
-                                    (6, _) => kernel::<6, 1>(src, offs, grad, dst),
-                                    (3, 2) => kernel::<3, 2>(src, offs, grad, dst),
-                                    (3, _) => kernel::<3, 1>(src, offs, grad, dst),
-                                    _ => unreachable!("pairs come in multiples of 3"),
-                                }
+    let total = super::sum_over_images(g.n, ci * 9 * co, |images| {
+        // acc[pair][o]: the gradient of weight (o, c, t) for pair c·9 + t.
+        let mut acc = vec![0f32; ci * 9 * co];
+        with_scratch(ci * plane + p * co, |buf| {
+            let (xs, dyt) = buf.split_at_mut(ci * plane);
+            for i in images.clone() {
+                let xi = &x[i * in_len..(i + 1) * in_len];
+                planes.fill(xi, g, xs);
+                let dyi = &dy[i * out_len..(i + 1) * out_len];
+                simd::nhwc_padded(dyi, (co, g.ho, g.wo), 0, g.wo, dyt);
+                for (chunk, offs) in offsets.chunks(NP).enumerate() {
+                    for ob in (0..co).step_by(NV * V) {
+                        let nv = ((co - ob) / V).min(NV);
+                        let sums = &mut acc[chunk * NP * co + ob..];
+                        let src = (xs.as_ptr(), planes.base(1, 0), g.ho, g.wo);
+                        let grad = (dyt[ob..].as_ptr(), co);
+                        let dst = (sums.as_mut_ptr(), co);
+                        // SAFETY: the CPU has AVX2 and FMA (`available`); every pair's
+                        // reads stay inside its plane (asserted above); the gradient
+                        // reads `nv` vectors at `ob` of each of the `ho·wo` pixel rows of
+                        // `co` floats (ob + nv·8 ≤ co); the sums are `offs.len()` rows of
+                        // `co` floats from pair chunk·6, columns ob..ob + nv·8.
+                        unsafe {
+                            match (offs.len(), nv) {
+                                (6, 2) => kernel::<6, 2>(src, offs, grad, dst),
+                                (6, _) => kernel::<6, 1>(src, offs, grad, dst),
+                                (3, 2) => kernel::<3, 2>(src, offs, grad, dst),
+                                (3, _) => kernel::<3, 1>(src, offs, grad, dst),
+                                _ => unreachable!("pairs come in multiples of 3"),
                             }
                         }
                     }
                 }
-            });
-            acc
-        })
-        .collect();
-    let mut parts = partials.into_iter();
-    let mut total = parts.next().unwrap_or_else(|| vec![0f32; ci * 9 * co]);
-    for part in parts {
-        total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
-    }
+            }
+        });
+        acc
+    });
     // [c][t][o] -> [o][c][t]
     let mut dw = vec![0f32; co * ci * 9];
     for (pair, row) in total.chunks_exact(co).enumerate() {

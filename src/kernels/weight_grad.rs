@@ -10,7 +10,6 @@ use super::conv::ConvGeometry;
 use super::copy_row;
 use super::gemm::{View, matmul, with_scratch};
 use super::simd;
-use rayon::prelude::*;
 
 /// dW (O, C, k, k) of a stride-1 convolution, summed over the batch.
 pub(crate) fn stride1(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
@@ -22,40 +21,29 @@ pub(crate) fn stride1(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     // Pixels of the padded image plus k of slack read by the last (garbage) positions.
     let xt_len = (hp * wp + k) * ci;
     let (in_len, out_len) = (ci * g.h * g.w, co * g.ho * g.wo);
-    let per =
-        g.n.div_ceil(rayon::current_num_threads().clamp(1, g.n.max(1)))
-            .max(1);
-    let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
-        .into_par_iter()
-        .map(|part| {
-            let mut acc = vec![0f32; k * co * kci];
-            with_scratch(xt_len + co * q, |buf| {
-                let (xt, dyg) = buf.split_at_mut(xt_len);
-                xt.fill(0.0);
-                for i in part * per..((part + 1) * per).min(g.n) {
-                    let xi = &x[i * in_len..(i + 1) * in_len];
-                    simd::nhwc_padded(xi, (ci, g.h, g.w), g.pad, wp, xt);
-                    gridded(&dy[i * out_len..(i + 1) * out_len], g, wp, dyg);
-                    let grad = View::transposed(dyg, q);
-                    for ky in 0..k {
-                        let rows = View {
-                            data: &xt[ky * wp * ci..],
-                            rs: 1,
-                            cs: ci,
-                        };
-                        let dst = &mut acc[ky * co * kci..(ky + 1) * co * kci];
-                        matmul(kci, co, q, dst, (1, kci), true, rows, grad);
-                    }
+    let total = super::sum_over_images(g.n, k * co * kci, |images| {
+        let mut acc = vec![0f32; k * co * kci];
+        with_scratch(xt_len + co * q, |buf| {
+            let (xt, dyg) = buf.split_at_mut(xt_len);
+            xt.fill(0.0);
+            for i in images.clone() {
+                let xi = &x[i * in_len..(i + 1) * in_len];
+                simd::nhwc_padded(xi, (ci, g.h, g.w), g.pad, wp, xt);
+                gridded(&dy[i * out_len..(i + 1) * out_len], g, wp, dyg);
+                let grad = View::transposed(dyg, q);
+                for ky in 0..k {
+                    let rows = View {
+                        data: &xt[ky * wp * ci..],
+                        rs: 1,
+                        cs: ci,
+                    };
+                    let dst = &mut acc[ky * co * kci..(ky + 1) * co * kci];
+                    matmul(kci, co, q, dst, (1, kci), true, rows, grad);
                 }
-            });
-            acc
-        })
-        .collect();
-    let mut parts = partials.into_iter();
-    let mut total = parts.next().unwrap_or_else(|| vec![0f32; k * co * kci]);
-    for part in parts {
-        total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
-    }
+            }
+        });
+        acc
+    });
     // [ky][o][kx][c] -> [o][c][ky][kx]
     let mut dw = vec![0f32; co * ci * k * k];
     for ky in 0..k {
