@@ -131,6 +131,39 @@ fn mult_adds_match_table_1_and_the_cifar_resnet20() {
 }
 
 #[test]
+fn conv_shapes_list_every_convolution_with_its_input_side() {
+    let shapes = spec("resnet20", 10, 32).conv_shapes();
+    assert_eq!(shapes.len(), 19);
+    let at = |i: usize| {
+        let s = shapes[i];
+        (s.cin, s.cout, s.kernel, s.stride, s.padding, s.side)
+    };
+    assert_eq!(at(0), (3, 16, 3, 1, 1, 32));
+    assert_eq!(at(1), (16, 16, 3, 1, 1, 32));
+    // The first conv of stage 2 halves 32x32; the rest of the stage runs at 16x16.
+    assert_eq!(at(7), (16, 32, 3, 2, 1, 32));
+    assert_eq!(at(8), (32, 32, 3, 1, 1, 16));
+    assert_eq!(at(18), (64, 64, 3, 1, 1, 8));
+    // ImageNet: the 7x7/2 stem sees 224, the max-pool leaves 56, projections see the block input.
+    let r18 = spec("resnet18", 1000, 224).conv_shapes();
+    assert_eq!((r18[0].kernel, r18[0].stride, r18[0].side), (7, 2, 224));
+    assert_eq!(r18[1].side, 56);
+    let projection = r18.iter().find(|s| s.kernel == 1).expect("a projection");
+    assert_eq!(
+        (projection.cin, projection.stride, projection.side),
+        (64, 2, 56)
+    );
+    let total: u64 = r18
+        .iter()
+        .map(|s| {
+            let out = ((s.side + 2 * s.padding - s.kernel) / s.stride + 1) as u64;
+            out * out * (s.cout * s.cin * s.kernel * s.kernel) as u64
+        })
+        .sum();
+    assert_eq!(total + 512 * 1000, 1_814_073_344);
+}
+
+#[test]
 fn names_parse_into_families_with_the_papers_default_shortcuts() {
     let r56 = spec("ResNet-56", 10, 32);
     assert_eq!(

@@ -1,0 +1,60 @@
+//! `resnet-tui bench --kernels` on a tiny net: the breakdown covers every convolution of the
+//! model and divides a measured step.
+
+use std::process::Command;
+
+#[test]
+fn bench_kernels_times_every_convolution_and_divides_the_step() {
+    let out = Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
+        .args([
+            "bench", "--model", "resnet8", "--batch", "4", "--steps", "1",
+        ])
+        .args([
+            "--reps",
+            "1",
+            "--eval-batch",
+            "4",
+            "--threads",
+            "1",
+            "--kernels",
+        ])
+        .output()
+        .expect("run resnet-tui bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // resnet8: the stem, then one block of two convolutions per stage.
+    let conv_rows: Vec<&str> = text.lines().filter(|l| l.contains("3x3/")).collect();
+    let calls: usize = conv_rows
+        .iter()
+        .map(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .and_then(|c| c.parse::<usize>().ok())
+                .expect(l)
+        })
+        .sum();
+    assert_eq!(calls, 7, "{text}");
+    for row in &conv_rows {
+        let rates: Vec<f64> = row
+            .split_whitespace()
+            .zip(row.split_whitespace().skip(1))
+            .filter(|(_, unit)| *unit == "GF/s")
+            .map(|(v, _)| v.parse().expect(row))
+            .collect();
+        assert!(!rates.is_empty() && rates.iter().all(|r| *r > 0.0), "{row}");
+    }
+    for part in [
+        "convolution forward",
+        "convolution input gradient",
+        "convolution weight gradient",
+        "batch norm + ReLU backward",
+        "rest:",
+    ] {
+        let line = text.lines().find(|l| l.starts_with(part)).expect(part);
+        assert!(line.trim_end().ends_with('%'), "{line}");
+    }
+}
