@@ -69,3 +69,31 @@ fn custom_conv2d_rejects_mismatched_channels_with_a_clear_error() {
     let err = ops::conv2d(&x, &w, 1, 1, Backend::Custom).expect_err("channel mismatch");
     assert!(err.to_string().contains("3 channels"), "{err}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(24))]
+
+    /// Random 3x3 shapes of stride 1 and 2, the ones the direct kernels take on AVX2 CPUs:
+    /// partial pixel vectors, output channels not a multiple of 4 or 8, padding 0 to 2.
+    #[test]
+    fn custom_3x3_conv2d_matches_stock_on_random_shapes(
+        n in 1usize..3,
+        ci in 1usize..12,
+        co_blocks in 1usize..4,
+        co_extra in 0usize..3,
+        h in 3usize..13,
+        w in 3usize..13,
+        stride in 1usize..3,
+        pad in 0usize..3,
+    ) {
+        // candle's stock backward mis-sizes the input gradient when the stride does not divide
+        // the padded extent: keep to shapes where it does.
+        proptest::prop_assume!((h + 2 * pad - 3) % stride == 0 && (w + 2 * pad - 3) % stride == 0);
+        let shape = (n, ci, h, w, 8 * co_blocks + co_extra, 3, stride, pad);
+        let (y, dx, dw) = conv_and_grads(shape, Backend::Custom).expect("custom");
+        let (sy, sdx, sdw) = conv_and_grads(shape, Backend::Stock).expect("stock");
+        assert_close(&format!("output {shape:?}"), &y, &sy, 1e-4).expect("output");
+        assert_close(&format!("input gradient {shape:?}"), &dx, &sdx, 1e-4).expect("dx");
+        assert_close(&format!("weight gradient {shape:?}"), &dw, &sdw, 1e-4).expect("dw");
+    }
+}
