@@ -205,9 +205,9 @@ fn print_kernel_breakdown(spec: &ModelSpec, batch: usize, step: f64, reps: usize
     use crate::kernels::profile::{conv_times, norm_times};
     let shapes = spec.conv_shapes();
     let mut distinct: Vec<(crate::model::ConvShape, usize)> = Vec::new();
-    for (i, s) in shapes.iter().enumerate() {
-        // The stem's input needs no gradient: count it apart.
-        match distinct.iter_mut().find(|(d, _)| d == s && i > 0) {
+    for s in &shapes {
+        // The stem (first) needs no input gradient: it is never merged with a later conv.
+        match distinct.iter_mut().skip(1).find(|(d, _)| d == s) {
             Some((_, count)) => *count += 1,
             None => distinct.push((*s, 1)),
         }

@@ -245,7 +245,8 @@ pub(crate) fn forward_stats(x: &[f32], w: &[f32], g: &ConvGeometry) -> (Vec<f32>
 pub(crate) struct Prepared<'a> {
     g: ConvGeometry,
     w: std::borrow::Cow<'a, [f32]>,
-    /// The direct AVX2 kernel, for stride-1 convolutions on CPUs that have AVX2 but not AVX-512.
+    /// The direct AVX2 kernel, for 3 × 3 convolutions of stride 1 and 2 on CPUs that have AVX2
+    /// but not AVX-512.
     #[cfg(target_arch = "x86_64")]
     direct: Option<super::direct::Direct>,
 }

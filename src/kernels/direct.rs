@@ -1,15 +1,17 @@
-//! The forward pass of a 3 × 3 convolution of stride 1 or 2 as a direct AVX2 + FMA kernel, for CPUs without
-//! AVX-512 (where the `gemm` crate's 8-wide kernels, fed one kernel tap at a time, reach only
-//! about half of the FP32 peak).
+//! The forward pass of a 3 × 3 convolution of stride 1 or 2 as a direct AVX2 + FMA kernel, for
+//! CPUs without AVX-512 (where the `gemm` crate's 8-wide kernels, fed one kernel tap at a time,
+//! reach only about half of the FP32 peak).
 //!
 //! Each image is copied into zero-padded planes whose rows are `wp` wide, so the input pixel
-//! under kernel tap (ky, kx) of output pixel (oy, ox) is `(oy + ky)·wp + ox + kx`. A tile is NO = 4
-//! output channels times up to NV = 3 vectors of 8 output pixels (12 accumulators in registers);
-//! its loop over every input channel and tap loads the 3 pixel vectors straight from the planes
-//! (no im2col matrix, no packing), broadcasts the 4 weights and does 12 FMAs. Each vector is
-//! 8 pixels of one output row; a row shorter than a multiple of 8 ends in a partial vector, whose
-//! extra lanes read the padding or the next row and are not stored. For stride 2 the planes
-//! hold each row's even columns before its odd ones ([`Planes`]).
+//! under kernel tap (ky, kx) of output pixel (oy, ox) is `(oy + ky)·wp + ox + kx`. A tile is
+//! NO = 4 output channels times up to NV = 2 vectors of 8 output pixels (8 accumulators in
+//! registers); its loop over every input channel and the 9 unrolled taps loads the 2 pixel
+//! vectors straight from the planes (no im2col matrix, no packing), broadcasts the 4 weights and
+//! does 8 FMAs. (Three vectors, 12 accumulators, leave too few of AVX2's 16 registers: the
+//! compiler spills and the kernel runs slower.) Each vector is 8 pixels of one output row; a row
+//! shorter than a multiple of 8 ends in a partial vector, whose extra lanes read the padding or
+//! the next row and are not stored. For stride 2 the planes hold each row's even columns before
+//! its odd ones ([`Planes`]).
 
 use super::conv::ConvGeometry;
 use super::gemm::with_scratch;
@@ -72,6 +74,11 @@ impl Planes {
         }
     }
 
+    /// The largest offset of any tap (for stride 2 that of kx = 1, in the odd half).
+    pub fn furthest_tap(&self) -> usize {
+        (0..3).map(|kx| self.tap(2, kx)).max().unwrap_or(0)
+    }
+
     /// The offset of output pixel (oy, ox) at tap (0, 0).
     pub fn base(&self, oy: usize, ox: usize) -> usize {
         oy * self.stride * self.row + ox
@@ -105,7 +112,7 @@ struct Slot {
     lanes: usize,
 }
 
-/// A stride-1 convolution's weight and geometry, ready for [`Direct::image`].
+/// A 3 × 3 convolution's weight and geometry, ready for [`Direct::image`].
 pub(crate) struct Direct {
     g: ConvGeometry,
     /// The weight as [o-block][c][tap][NO], zero past the last output channel.
@@ -153,7 +160,7 @@ impl Direct {
         assert!(x.len() >= ci * g.h * g.w && out.len() >= co * p);
         let per_block = ci * 9 * NO;
         // Every load stays inside its plane: the furthest is the last slot's last tap.
-        let reach = self.slots.last().map_or(0, |s| s.src) + planes.tap(2, 2) + V;
+        let reach = self.slots.last().map_or(0, |s| s.src) + planes.furthest_tap() + V;
         assert!(reach <= plane, "direct conv: plane too short");
         let kx = [planes.tap(0, 0), planes.tap(0, 1), planes.tap(0, 2)];
         with_scratch(ci * plane, |xs| {
@@ -190,7 +197,7 @@ impl Direct {
 ///
 /// # Safety
 /// AVX2 and FMA present; `xs` holds `ci` planes of `plane` floats and every slot's
-/// `src + 2·row + kxo[2] + 8` is at most `plane`; `w` holds `ci · 9 · NO` floats; `out` holds
+/// `src` plus the furthest tap plus 8 is at most `plane`; `w` holds `ci · 9 · NO` floats; `out` holds
 /// `live` planes of `p` floats and every slot's `dst + lanes` is at most `p`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel<const N: usize, const S: usize>(

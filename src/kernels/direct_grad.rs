@@ -38,7 +38,7 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     assert!(x.len() >= g.n * in_len && dy.len() >= g.n * out_len);
     // Every pair reads its plane at the output pixel's base plus its tap: the furthest is the
     // last pixel's last tap.
-    let reach = planes.base(g.ho - 1, g.wo - 1) + planes.tap(2, 2);
+    let reach = planes.base(g.ho - 1, g.wo - 1) + planes.furthest_tap();
     assert!(reach < plane, "direct weight gradient: plane too short");
     let offsets: Vec<usize> = (0..ci * 9)
         .map(|pair| {
