@@ -24,14 +24,19 @@ const NO: usize = 4;
 /// Pixel vectors per tile.
 const NV: usize = 2;
 
-/// Whether this kernel is the one to use for `g`: a 3 × 3 convolution of stride 1 or 2, AVX2
-/// and FMA present, AVX-512 absent (there the `gemm` crate's 16-wide kernels are used).
-pub(crate) fn available(g: &ConvGeometry) -> bool {
+/// Whether the CPU and `g` suit these kernels: a 3 × 3 convolution of stride 1 or 2, AVX2 and
+/// FMA present.
+pub(crate) fn supported(g: &ConvGeometry) -> bool {
     (g.stride == 1 || g.stride == 2)
         && g.ksize == 3
         && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
-        && !std::is_x86_feature_detected!("avx512f")
+}
+
+/// Whether to use them for `g`: [`supported`], and no AVX-512 (there the `gemm` crate's 16-wide
+/// kernels are used).
+pub(crate) fn available(g: &ConvGeometry) -> bool {
+    supported(g) && !std::is_x86_feature_detected!("avx512f")
 }
 
 /// Where a 3 × 3 convolution reads its input: one zero-padded plane per channel, rows `row`
@@ -123,7 +128,7 @@ pub(crate) struct Direct {
 
 impl Direct {
     pub fn new(w: &[f32], g: &ConvGeometry) -> Self {
-        debug_assert!(available(g));
+        assert!(supported(g), "direct conv: unsupported CPU or shape {g:?}");
         let (k, ci, co) = (g.ksize, g.ci, g.co);
         let kk = k * k;
         let mut wk = vec![0f32; co.div_ceil(NO) * ci * kk * NO];
@@ -170,7 +175,7 @@ impl Direct {
                     let w = &self.w[ob * per_block..(ob + 1) * per_block];
                     let live = (co - ob * NO).min(NO);
                     let out = &mut out[ob * NO * p..];
-                    // SAFETY: the CPU has AVX2 and FMA (the caller checked `available`); the
+                    // SAFETY: the CPU has AVX2 and FMA (`supported`, asserted in `new`); the
                     // loads stay inside `xs` (`reach` above, times `ci` planes), the weights
                     // inside `w` (`per_block`), and the stores inside `out`: `live` channels
                     // of `p` pixels, each slot's `lanes` pixels within its row.

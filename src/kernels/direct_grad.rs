@@ -30,8 +30,11 @@ pub(crate) fn available(g: &ConvGeometry) -> bool {
 
 /// dW (O, C, 3, 3) of a 3 × 3 convolution, summed over the batch.
 pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    debug_assert!(available(g));
     let (ci, co, p) = (g.ci, g.co, g.ho * g.wo);
+    assert!(
+        super::direct::supported(g) && co.is_multiple_of(V),
+        "direct weight gradient: unsupported CPU or shape {g:?}"
+    );
     let planes = Planes::new(g);
     let plane = planes.plane;
     let (in_len, out_len) = (ci * g.h * g.w, co * p);
@@ -134,6 +137,89 @@ unsafe fn kernel<const M: usize, const N: usize>(
         for (v, &a) in acc.iter().enumerate() {
             let at = unsafe { sums.add(m * sum_stride + v * V) };
             unsafe { _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), a)) };
+        }
+    }
+}
+
+/// The direct kernels against a plain loop, on every CPU with AVX2 (the dispatch uses them only
+/// where AVX-512 is absent, so this is what tests them on AVX-512 machines).
+#[cfg(test)]
+mod tests {
+    use super::super::direct::{Direct, supported};
+    use super::*;
+
+    fn data(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 2654435761 + seed * 97) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    /// The input pixel under tap (ky, kx) of output (oy, ox), if inside the image.
+    fn at(g: &ConvGeometry, (oy, ox): (usize, usize), (ky, kx): (usize, usize)) -> Option<usize> {
+        let y = (oy * g.stride + ky)
+            .checked_sub(g.pad)
+            .filter(|&y| y < g.h)?;
+        let x = (ox * g.stride + kx)
+            .checked_sub(g.pad)
+            .filter(|&x| x < g.w)?;
+        Some(y * g.w + x)
+    }
+
+    #[test]
+    fn direct_forward_and_weight_gradient_match_plain_loops() {
+        let shapes = [
+            (2, 3, 8, 8, 16, 1, 1),
+            (1, 5, 7, 9, 8, 1, 0),
+            (2, 4, 9, 7, 24, 2, 1),
+            (1, 6, 11, 11, 8, 2, 0),
+            (1, 2, 5, 13, 5, 1, 2),
+        ];
+        for (n, ci, h, w, co, stride, pad) in shapes {
+            let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], stride, pad).unwrap();
+            if !supported(&g) {
+                return;
+            }
+            let (x, wt, dy) = (
+                data(n * ci * h * w, 1),
+                data(co * ci * 9, 2),
+                data(n * co * g.ho * g.wo, 3),
+            );
+            let (in_len, p) = (ci * h * w, g.ho * g.wo);
+            let mut y = vec![0f32; n * co * p];
+            let mut dw = vec![0f64; co * ci * 9];
+            for i in 0..n {
+                for o in 0..co {
+                    for (q, yq) in y[(i * co + o) * p..][..p].iter_mut().enumerate() {
+                        let out = (q / g.wo, q % g.wo);
+                        for c in 0..ci {
+                            for t in 0..9 {
+                                let Some(src) = at(&g, out, (t / 3, t % 3)) else {
+                                    continue;
+                                };
+                                let xv = x[i * in_len + c * h * w + src];
+                                *yq += wt[(o * ci + c) * 9 + t] * xv;
+                                dw[(o * ci + c) * 9 + t] += (dy[(i * co + o) * p + q] * xv) as f64;
+                            }
+                        }
+                    }
+                }
+            }
+            let direct = Direct::new(&wt, &g);
+            for i in 0..n {
+                let mut out = vec![f32::NAN; co * p];
+                direct.image(&x[i * in_len..(i + 1) * in_len], &mut out);
+                for (a, b) in out.iter().zip(&y[i * co * p..(i + 1) * co * p]) {
+                    assert!((a - b).abs() < 1e-4, "forward {g:?}: {a} vs {b}");
+                }
+            }
+            if co.is_multiple_of(V) {
+                for (a, b) in weight_grad(&x, &dy, &g).iter().zip(&dw) {
+                    assert!(
+                        (*a as f64 - b).abs() < 1e-3,
+                        "weight gradient {g:?}: {a} vs {b}"
+                    );
+                }
+            }
         }
     }
 }
