@@ -33,6 +33,55 @@ pub use conv::{ConvGeometry, conv2d, conv2d_backward};
 pub use eltwise::{add_relu, shortcut_a};
 pub use fused::{BatchNormEval, conv2d_batch_norm_eval, conv2d_batch_norm_train};
 
+/// Which convolution kernels the custom backend uses for 3 × 3 convolutions of stride 1 and 2
+/// on x86-64: `Auto` picks the direct AVX2 kernels on CPUs with AVX2 but no AVX-512 and the
+/// `gemm` crate elsewhere; the others force a choice, to compare them (`bench --conv`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernels {
+    Auto,
+    Direct,
+    Gemm,
+}
+
+static CONV_KERNELS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+impl std::str::FromStr for ConvKernels {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(ConvKernels::Auto),
+            "direct" => Ok(ConvKernels::Direct),
+            "gemm" => Ok(ConvKernels::Gemm),
+            other => Err(format!("{other:?}: expected auto, direct or gemm")),
+        }
+    }
+}
+
+impl std::fmt::Display for ConvKernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvKernels::Auto => "auto",
+            ConvKernels::Direct => "direct",
+            ConvKernels::Gemm => "gemm",
+        })
+    }
+}
+
+/// Sets the convolution kernels for the rest of the process (`Direct` falls back to `gemm`
+/// where the CPU lacks AVX2 and FMA).
+pub fn set_conv_kernels(k: ConvKernels) {
+    CONV_KERNELS.store(k as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The choice made by [`set_conv_kernels`] (`Auto` unless set).
+pub fn conv_kernels() -> ConvKernels {
+    match CONV_KERNELS.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => ConvKernels::Direct,
+        2 => ConvKernels::Gemm,
+        _ => ConvKernels::Auto,
+    }
+}
+
 /// Splits the images `0..n` into one contiguous range per thread, runs `part` on each range
 /// (it returns a sum of `len` floats over its images, e.g. a weight gradient) and adds the
 /// threads' sums up.

@@ -58,3 +58,35 @@ fn bench_kernels_times_every_convolution_and_divides_the_step() {
         assert!(line.trim_end().ends_with('%'), "{line}");
     }
 }
+
+#[test]
+fn bench_conv_picks_the_kernels_and_rejects_unknown_names() {
+    let run = |conv: &str| {
+        Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
+            .args([
+                "bench", "--model", "resnet8", "--batch", "2", "--steps", "1", "--reps",
+            ])
+            .args([
+                "1",
+                "--eval-batch",
+                "2",
+                "--threads",
+                "1",
+                "--json",
+                "--conv",
+                conv,
+            ])
+            .output()
+            .expect("run resnet-tui bench")
+    };
+    for conv in ["auto", "direct", "gemm"] {
+        let out = run(conv);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "--conv {conv}: {text}");
+        assert!(text.contains("\"train_img_s\""), "--conv {conv}: {text}");
+    }
+    let out = run("fast");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("expected auto, direct or gemm"), "{err}");
+}

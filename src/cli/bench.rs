@@ -35,6 +35,10 @@ pub struct BenchArgs {
     pub backend: String,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Convolution kernels of the custom backend on x86-64: auto (direct AVX2 kernels where
+    /// the CPU has AVX2 but not AVX-512, the gemm crate elsewhere), direct or gemm.
+    #[arg(long, default_value = "auto")]
+    pub conv: crate::kernels::ConvKernels,
     #[arg(long)]
     pub json: bool,
     /// Measure the data side instead: generating the embedded data and one loader worker's
@@ -92,6 +96,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.backend == "both" {
         return both(&args);
     }
+    crate::kernels::set_conv_kernels(args.conv);
     let backend = match args.backend.as_str() {
         "custom" => Backend::Custom,
         "stock" => Backend::Stock,
@@ -323,6 +328,7 @@ fn child(args: &BenchArgs, backend: &str) -> anyhow::Result<BenchResult> {
         .args(["--eval-batch", &args.eval_batch.to_string()])
         .args(["--threads", &args.threads.to_string()])
         .args(["--device", &args.device])
+        .args(["--conv", &args.conv.to_string()])
         .output()
         .context("running the benchmark child process")?;
     if !out.status.success() {

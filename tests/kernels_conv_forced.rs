@@ -1,0 +1,28 @@
+//! Both convolution kernel families, forced in turn, against candle's stock convolution: the
+//! automatic choice leaves one of them unused on any given CPU (direct AVX2 kernels without
+//! AVX-512, the gemm crate with it). A test binary of its own, as the choice is process-wide.
+
+use resnet_tui::kernels::{ConvKernels, conv_kernels, set_conv_kernels};
+use resnet_tui::ops::Backend;
+
+mod common;
+use common::conv::{SHAPES, conv_and_grads};
+use common::numeric::assert_close;
+
+#[test]
+fn direct_and_gemm_kernels_each_match_stock_on_every_shape() -> candle_core::Result<()> {
+    assert_eq!(conv_kernels(), ConvKernels::Auto);
+    for kernels in [ConvKernels::Direct, ConvKernels::Gemm] {
+        set_conv_kernels(kernels);
+        for shape in SHAPES {
+            let (y, dx, dw) = conv_and_grads(shape, Backend::Custom)?;
+            let (sy, sdx, sdw) = conv_and_grads(shape, Backend::Stock)?;
+            let what = format!("{kernels} {shape:?}");
+            assert_close(&format!("output, {what}"), &y, &sy, 1e-4)?;
+            assert_close(&format!("input gradient, {what}"), &dx, &sdx, 1e-4)?;
+            assert_close(&format!("weight gradient, {what}"), &dw, &sdw, 1e-4)?;
+        }
+    }
+    set_conv_kernels(ConvKernels::Auto);
+    Ok(())
+}
