@@ -17,7 +17,10 @@ fn first_and_last_loss(model: &str) -> (f64, f64) {
         "train.batch_size=32".into(),
         "train.max_steps=500".into(),
         "schedule.kind=\"constant\"".into(),
-        "schedule.lr=0.05".into(),
+        // At 0.05 (and more so 0.1) about one plain8 start in four sat on a plateau for all 500
+        // steps (loss ratio ~0.9); at 0.02 every start measured learned (ratio 0.46-0.54 for
+        // plain8, 0.42-0.53 for resnet8).
+        "schedule.lr=0.02".into(),
         "log.every_steps=1".into(),
         "eval.every_steps=0".into(),
         "checkpoint.at_end=false".into(),
