@@ -129,18 +129,19 @@ pub(crate) struct Direct {
     w: Vec<f32>,
     slots: Vec<Slot>,
     planes: Planes,
+    /// The column offsets of the taps kx = 0, 1, 2 within a row.
+    kx: [usize; 3],
 }
 
 impl Direct {
     pub fn new(w: &[f32], g: &ConvGeometry) -> Self {
         assert!(supported(g), "direct conv: unsupported CPU or shape {g:?}");
-        let (k, ci, co) = (g.ksize, g.ci, g.co);
-        let kk = k * k;
-        let mut wk = vec![0f32; co.div_ceil(NO) * ci * kk * NO];
+        let (ci, co) = (g.ci, g.co);
+        let mut wk = vec![0f32; co.div_ceil(NO) * ci * 9 * NO];
         for o in 0..co {
             for c in 0..ci {
-                for t in 0..kk {
-                    wk[((o / NO * ci + c) * kk + t) * NO + o % NO] = w[(o * ci + c) * kk + t];
+                for t in 0..9 {
+                    wk[((o / NO * ci + c) * 9 + t) * NO + o % NO] = w[(o * ci + c) * 9 + t];
                 }
             }
         }
@@ -153,12 +154,16 @@ impl Direct {
                     lanes: (g.wo - x0).min(V),
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Every load stays inside its plane: the furthest is the last slot's last tap.
+        let reach = slots.last().map_or(0, |s| s.src) + planes.furthest_tap() + V;
+        assert!(reach <= planes.plane, "direct conv: plane too short");
         Direct {
             g: *g,
             w: wk,
             slots,
             planes,
+            kx: [planes.tap(0, 0), planes.tap(0, 1), planes.tap(0, 2)],
         }
     }
 
@@ -168,11 +173,7 @@ impl Direct {
         let plane = planes.plane;
         let (ci, co, p) = (g.ci, g.co, g.ho * g.wo);
         assert!(x.len() >= ci * g.h * g.w && out.len() >= co * p);
-        let per_block = ci * 9 * NO;
-        // Every load stays inside its plane: the furthest is the last slot's last tap.
-        let reach = self.slots.last().map_or(0, |s| s.src) + planes.furthest_tap() + V;
-        assert!(reach <= plane, "direct conv: plane too short");
-        let kx = [planes.tap(0, 0), planes.tap(0, 1), planes.tap(0, 2)];
+        let (per_block, kx) = (ci * 9 * NO, self.kx);
         with_scratch(ci * plane, |xs| {
             planes.fill(x, g, xs);
             for tile in self.slots.chunks(NV) {
@@ -181,9 +182,9 @@ impl Direct {
                     let live = (co - ob * NO).min(NO);
                     let out = &mut out[ob * NO * p..];
                     // SAFETY: the CPU has AVX2 and FMA (`supported`, asserted in `new`); the
-                    // loads stay inside `xs` (`reach` above, times `ci` planes), the weights
-                    // inside `w` (`per_block`), and the stores inside `out`: `live` channels
-                    // of `p` pixels, each slot's `lanes` pixels within its row.
+                    // loads stay inside `xs` (`reach`, asserted in `new`, times `ci` planes),
+                    // the weights inside `w` (`per_block`), and the stores inside `out`:
+                    // `live` channels of `p` pixels, each slot's `lanes` pixels within its row.
                     unsafe {
                         let args = (xs.as_ptr(), plane, ci, planes.row, kx, w.as_ptr());
                         let dst = (out.as_mut_ptr(), p, live);
