@@ -207,11 +207,19 @@ impl Default for ScheduleConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub every_steps: u64,
+    /// When the step metrics come back from the device: "step" (every step: the non-finite guard
+    /// skips the very update that failed), "interval" (once per log interval: no stall of a GPU
+    /// each step; a non-finite interval is undone back to its start), or "auto" (interval on CUDA,
+    /// step on the CPU, where reading back costs nothing).
+    pub readback: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { every_steps: 10 }
+        LogConfig {
+            every_steps: 10,
+            readback: "auto".into(),
+        }
     }
 }
 

@@ -5,39 +5,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{losses, run_to_end, tiny_config};
+use common::{copy_run, losses, run_to_end, tiny_config, weights};
 use resnet_tui::engine::read_metrics;
-
-fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let ckpt = resnet_tui::engine::resolve_checkpoint(dir).unwrap();
-    let bytes = std::fs::read(ckpt.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Vec<f32>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| {
-            let f = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (n, f)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-/// A copy of a run directory.
-fn copy_run(from: &Path, to: &Path) {
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
 
 /// Resumes the run in `dir` up to `steps`; the losses of the steps it trained itself (the
 /// replayed history of earlier steps is left out).

@@ -68,6 +68,17 @@ fn a_negative_learning_rate_is_rejected_with_its_position() {
 }
 
 #[test]
+fn an_unknown_readback_mode_lists_the_modes_with_its_position() {
+    let (code, err) = run_with("[log]\nevery_steps = 5\nreadback = \"never\"\n", &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.toml:3:12"), "{err}");
+    assert!(
+        err.contains("log.readback") && err.contains("\"interval\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_bad_value_in_a_run_table_points_into_that_table() {
     let config =
         "model = \"resnet20\"\n\n[[runs]]\nmodel = \"plain20\"\n\n[[runs]]\nmodel = \"plain7\"\n";

@@ -162,6 +162,11 @@ pub fn run(c: &Config) -> Result<(), Invalid> {
     if c.log.every_steps == 0 {
         return Err(bad("log.every_steps", "must be at least 1"));
     }
+    one_of(
+        "log.readback",
+        &c.log.readback,
+        &["auto", "step", "interval"],
+    )?;
     one_of("eval.split", &c.eval.split, &["test", "val"])?;
     if c.eval.split == "val" && d.val_split == 0 {
         return Err(bad("eval.split", "\"val\" needs data.val_split > 0"));

@@ -1,13 +1,13 @@
 //! Gradient magnitudes per layer, non-finite checks, and BN statistics snapshots.
 
-use candle_core::{Result, Tensor, backprop::GradStore};
+use candle_core::{DType, Device, Result, Tensor, backprop::GradStore};
 
 use crate::model::Net;
 use crate::optim::Sgd;
 use crate::protocol::LayerGrad;
 
-/// Sum of squares of every gradient the optimiser will apply (one read-back).
-pub fn total_sq_norm(opt: &Sgd, grads: &GradStore) -> Result<f64> {
+/// Sum of squares of every gradient the optimiser will apply, as a scalar on the device.
+pub fn total_sq_norm(opt: &Sgd, grads: &GradStore) -> Result<Tensor> {
     let parts: Vec<Tensor> = opt
         .slots
         .iter()
@@ -15,13 +15,19 @@ pub fn total_sq_norm(opt: &Sgd, grads: &GradStore) -> Result<f64> {
         .map(|g| g.sqr()?.sum_all())
         .collect::<Result<_>>()?;
     if parts.is_empty() {
-        return Ok(0.0);
+        // No gradient reached the optimiser: nothing can be non-finite.
+        let device = opt
+            .slots
+            .first()
+            .map_or(Device::Cpu, |s| s.var.device().clone());
+        return Tensor::zeros((), DType::F32, &device);
     }
-    Ok(Tensor::stack(&parts, 0)?.sum_all()?.to_scalar::<f32>()? as f64)
+    Tensor::stack(&parts, 0)?.sum_all()
 }
 
-/// L2 norm of each weighted layer's gradient and its ratio to the weight norm, in network order.
-pub fn layer_norms(net: &Net, grads: &GradStore) -> Result<Vec<LayerGrad>> {
+/// Squared L2 norms of each weighted layer's gradient and weight, in network order, interleaved,
+/// left on the device (`layer_grads` reads them back).
+pub fn layer_sq_norms(net: &Net, grads: &GradStore) -> Result<Tensor> {
     let layers = net.layers();
     let mut sq = Vec::with_capacity(layers.len() * 2);
     for (_, var) in &layers {
@@ -33,7 +39,14 @@ pub fn layer_norms(net: &Net, grads: &GradStore) -> Result<Vec<LayerGrad>> {
         sq.push(g);
         sq.push(w.detach().sqr()?.sum_all()?);
     }
-    let values: Vec<f32> = Tensor::stack(&sq, 0)?.to_vec1()?;
+    Tensor::stack(&sq, 0)
+}
+
+/// L2 norm of each weighted layer's gradient and its ratio to the weight norm, in network order,
+/// from `layer_sq_norms`' values.
+pub fn layer_grads(net: &Net, sq_norms: &Tensor) -> Result<Vec<LayerGrad>> {
+    let layers = net.layers();
+    let values: Vec<f32> = sq_norms.to_vec1()?;
     Ok(layers
         .into_iter()
         .zip(values.chunks(2))

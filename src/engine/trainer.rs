@@ -19,13 +19,23 @@ use crate::protocol::{
 };
 use crate::schedule::LrControl;
 
+mod deferred;
 mod evaluation;
 mod prepare;
 mod saving;
 mod timing;
 
+use deferred::{Outcome, Pending};
 pub use evaluation::evaluate;
 use timing::{Clock, Window};
+
+/// One batch's forward and backward pass, its metrics still on the device.
+struct Pass {
+    loss: Tensor,
+    wrong: Tensor,
+    grad_sq: Tensor,
+    grads: candle_core::backprop::GradStore,
+}
 
 /// A run ready to start: everything that can fail before training has been done.
 pub struct Trainer {
@@ -51,6 +61,9 @@ pub struct Trainer {
     last_checkpoint: Option<u64>,
     /// Events of the run before a resume, replayed to the UI so it shows the whole history.
     history: Vec<Event>,
+    /// Whether step metrics are read back once per log interval (`log.readback`).
+    deferred: bool,
+    pending: Pending,
 }
 
 impl Trainer {
@@ -154,6 +167,11 @@ impl Trainer {
                         Err(TryRecvError::Disconnected) => break,
                     }
                 };
+                // Every command sees the steps before it read back (and undone if not finite).
+                if !self.read_back(&mut window, clock)? {
+                    paused = true;
+                    loader = self.loader();
+                }
                 match cmd {
                     Command::Pause if !paused => {
                         paused = true;
@@ -228,16 +246,30 @@ impl Trainer {
             let Some(batch) = loader.next() else {
                 return Err("the data loader stopped".into());
             };
-            let (loss, err) = match self.train_step(&batch, clock)? {
-                Some(v) => v,
-                None => {
-                    paused = true;
-                    continue;
-                }
+            let finite = if self.deferred {
+                self.train_step_deferred(&batch, clock)?;
+                self.step += 1;
+                let s = self.step;
+                let due = |every: u64| every > 0 && s.is_multiple_of(every);
+                let boundary = due(c.log.every_steps)
+                    || due(c.eval.every_steps)
+                    || due(c.checkpoint.every_steps)
+                    || s == c.train.max_steps;
+                !boundary || self.read_back(&mut window, clock)?
+            } else if let Some((loss, err)) = self.train_step(&batch, clock)? {
+                self.step += 1;
+                window.add(c.train.batch_size, 1, loss, err);
+                self.lr.observe_train_error(window.recent_err());
+                true
+            } else {
+                false
             };
-            self.step += 1;
-            window.add(c.train.batch_size, loss, err);
-            self.lr.observe_train_error(window.recent_err());
+            if !finite {
+                // Paused; on resuming, the data goes on from the step the run is back at.
+                paused = true;
+                loader = self.loader();
+                continue;
+            }
             if self.step.is_multiple_of(c.log.every_steps) || self.step == c.train.max_steps {
                 let (loss, err, img_per_s) = window.take();
                 let t = clock.now();
@@ -337,15 +369,11 @@ impl Trainer {
         lr
     }
 
-    /// One optimisation step. Returns `None` (and pauses) when the loss or a gradient is not finite.
-    fn train_step(
-        &mut self,
-        batch: &data::Batch,
-        clock: &Clock,
-    ) -> Result<Option<(f64, f64)>, String> {
-        let step_no = self.step + 1;
+    /// A candle error of step `step_no` as a message; running out of device memory names the
+    /// batch size and the device.
+    fn step_error(&self, step_no: u64) -> impl Fn(candle_core::Error) -> String + use<> {
         let (batch_size, device) = (self.config.train.batch_size, describe_device(&self.device));
-        let e = |e: candle_core::Error| {
+        move |e| {
             let text = e.to_string();
             if text.to_lowercase().contains("out of memory") {
                 format!(
@@ -355,64 +383,145 @@ impl Trainer {
             } else {
                 format!("step {step_no}: {text}")
             }
-        };
+        }
+    }
+
+    /// The forward and backward pass of one batch; the metrics stay on the device.
+    fn forward_backward(&self, batch: &data::Batch) -> candle_core::Result<Pass> {
         let b = batch.labels.len();
-        let x = Tensor::from_slice(&batch.images, (b, 3, 32, 32), &self.device).map_err(e)?;
-        let y = Tensor::from_slice(&batch.labels, b, &self.device).map_err(e)?;
-        let saved_stats = grads::snapshot(&self.net).map_err(e)?;
-        let logits = self.net.forward_t(&x, true).map_err(e)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y).map_err(e)?;
-        let grads = loss.backward().map_err(e)?;
+        let x = Tensor::from_slice(&batch.images, (b, 3, 32, 32), &self.device)?;
+        let y = Tensor::from_slice(&batch.labels, b, &self.device)?;
+        let logits = self.net.forward_t(&x, true)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let grads = loss.backward()?;
         let wrong = logits
-            .argmax(D::Minus1)
-            .and_then(|p| p.ne(&y))
-            .and_then(|w| w.to_dtype(DType::F32))
-            .and_then(|w| w.sum_all())
-            .map_err(e)?;
-        let loss_v = loss.to_scalar::<f32>().map_err(e)? as f64;
-        let grad_sq = grads::total_sq_norm(&self.opt, &grads).map_err(e)?;
+            .argmax(D::Minus1)?
+            .ne(&y)?
+            .to_dtype(DType::F32)?
+            .sum_all()?;
+        let grad_sq = grads::total_sq_norm(&self.opt, &grads)?;
+        Ok(Pass {
+            loss,
+            wrong,
+            grad_sq,
+            grads,
+        })
+    }
+
+    /// Whether layer gradient norms are due after the step that ends at `step`.
+    fn grads_due(&self, step: u64) -> bool {
+        let every = self.config.train.grads_every_steps;
+        every > 0 && step.is_multiple_of(every)
+    }
+
+    /// One optimisation step, read back at once. Returns `None` (and pauses) when the loss or a
+    /// gradient is not finite; the weights and BN statistics are then as before the step.
+    fn train_step(
+        &mut self,
+        batch: &data::Batch,
+        clock: &Clock,
+    ) -> Result<Option<(f64, f64)>, String> {
+        let step_no = self.step + 1;
+        let e = self.step_error(step_no);
+        let saved_stats = grads::snapshot(&self.net).map_err(&e)?;
+        let pass = self.forward_backward(batch).map_err(&e)?;
+        let loss_v = pass.loss.to_scalar::<f32>().map_err(&e)? as f64;
+        let grad_sq = pass.grad_sq.to_scalar::<f32>().map_err(&e)? as f64;
         if !loss_v.is_finite() || !grad_sq.is_finite() {
-            grads::restore(&self.net, saved_stats).map_err(e)?;
+            grads::restore(&self.net, saved_stats).map_err(&e)?;
             let what = if loss_v.is_finite() {
                 format!("gradient norm is {}", grad_sq.sqrt())
             } else {
                 format!("loss is {loss_v}")
             };
-            let t = clock.now();
-            self.emit(
-                Event::NonFinite {
-                    run: self.id,
-                    step: self.step + 1,
-                    what: format!("{what} at step {} (weights not updated)", self.step + 1),
-                },
-                t,
-            );
-            self.emit(
-                Event::Paused {
-                    run: self.id,
-                    step: self.step,
-                    reason: PauseReason::NonFinite,
-                },
-                t,
+            self.pause_non_finite(
+                step_no,
+                format!("{what} at step {step_no} (weights not updated)"),
+                clock,
             );
             return Ok(None);
         }
         let lr = self.announce_lr(clock);
-        self.opt.step(&grads, lr).map_err(e)?;
-        let every = self.config.train.grads_every_steps;
-        if every > 0 && (self.step + 1).is_multiple_of(every) {
-            let layers = grads::layer_norms(&self.net, &grads).map_err(e)?;
-            let t = clock.now();
-            self.emit(
-                Event::Grads {
-                    run: self.id,
-                    step: self.step + 1,
-                    layers,
-                },
-                t,
-            );
+        self.opt.step(&pass.grads, lr).map_err(&e)?;
+        if self.grads_due(step_no) {
+            let sq = grads::layer_sq_norms(&self.net, &pass.grads).map_err(&e)?;
+            let layers = grads::layer_grads(&self.net, &sq).map_err(&e)?;
+            self.emit_grads(step_no, layers, clock);
         }
-        let wrong = wrong.to_scalar::<f32>().map_err(e)? as f64;
-        Ok(Some((loss_v, wrong / b as f64)))
+        let wrong = pass.wrong.to_scalar::<f32>().map_err(&e)? as f64;
+        Ok(Some((loss_v, wrong / batch.labels.len() as f64)))
+    }
+
+    /// One optimisation step whose metrics stay on the device until `read_back`.
+    fn train_step_deferred(&mut self, batch: &data::Batch, clock: &Clock) -> Result<(), String> {
+        let step_no = self.step + 1;
+        let e = self.step_error(step_no);
+        self.pending
+            .begin_if_empty(&self.net, &self.opt, self.step)
+            .map_err(&e)?;
+        let pass = self.forward_backward(batch).map_err(&e)?;
+        let lr = self.announce_lr(clock);
+        self.opt.step(&pass.grads, lr).map_err(&e)?;
+        self.pending
+            .add(&pass.loss, &pass.wrong, &pass.grad_sq)
+            .map_err(&e)?;
+        if self.grads_due(step_no) {
+            let sq = grads::layer_sq_norms(&self.net, &pass.grads).map_err(&e)?;
+            self.pending.add_grads(step_no, sq);
+        }
+        Ok(())
+    }
+
+    /// Reads back the steps run since the last read-back into `window`. Returns `false` when one
+    /// of them was not finite: the run is then back at the interval's start, and paused.
+    fn read_back(&mut self, window: &mut Window, clock: &Clock) -> Result<bool, String> {
+        let e = self.step_error(self.step);
+        match self
+            .pending
+            .read_back(&self.net, &mut self.opt)
+            .map_err(e)?
+        {
+            Outcome::Empty => Ok(true),
+            Outcome::Finite {
+                steps,
+                loss_sum,
+                wrong_sum,
+                grads,
+            } => {
+                let b = self.config.train.batch_size;
+                window.add(steps * b, steps, loss_sum, wrong_sum / b as f64);
+                self.lr.observe_train_error(window.recent_err());
+                for (step, layers) in grads {
+                    self.emit_grads(step, layers, clock);
+                }
+                Ok(true)
+            }
+            Outcome::Undone { from, to } => {
+                self.step = from;
+                window.restart();
+                let what = format!(
+                    "loss, gradient or weights in steps {}-{to} (weights, momentum and BN statistics \
+                     restored to step {from})",
+                    from + 1
+                );
+                self.pause_non_finite(to, what, clock);
+                Ok(false)
+            }
+        }
+    }
+
+    fn emit_grads(&mut self, step: u64, layers: Vec<crate::protocol::LayerGrad>, clock: &Clock) {
+        let t = clock.now();
+        let run = self.id;
+        self.emit(Event::Grads { run, step, layers }, t);
+    }
+
+    fn pause_non_finite(&mut self, step: u64, what: String, clock: &Clock) {
+        let t = clock.now();
+        let run = self.id;
+        self.emit(Event::NonFinite { run, step, what }, t);
+        let reason = PauseReason::NonFinite;
+        let step = self.step;
+        self.emit(Event::Paused { run, step, reason }, t);
     }
 }

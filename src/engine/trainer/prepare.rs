@@ -106,6 +106,12 @@ impl Trainer {
         };
         let log = MetricsLog::open(&metrics_path)
             .map_err(|e| err(&format!("{}: {e}", metrics_path.display())))?;
+        // Reading the metrics back every step would stall a GPU each step; on the CPU it is free.
+        let deferred = match c.log.readback.as_str() {
+            "interval" => true,
+            "step" => false,
+            _ => device.is_cuda(),
+        };
         Ok(Trainer {
             id: plan.id,
             name,
@@ -126,6 +132,8 @@ impl Trainer {
             log,
             last_checkpoint: None,
             history,
+            deferred,
+            pending: Default::default(),
             config: c,
         })
     }

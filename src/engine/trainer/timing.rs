@@ -42,24 +42,28 @@ pub(super) struct Window {
     steps: usize,
     loss: f64,
     err: f64,
-    recent: f64,
+    recent: Option<f64>,
 }
 
 impl Window {
-    pub(super) fn add(&mut self, images: usize, loss: f64, err: f64) {
+    /// Adds `steps` steps of `images` images in all, with the sums of their losses and errors.
+    pub(super) fn add(&mut self, images: usize, steps: usize, loss_sum: f64, err_sum: f64) {
         self.images += images;
-        self.steps += 1;
-        self.loss += loss;
-        self.err += err;
-        // A short EMA of the batch error, for the warm-up's "training error below 80%".
-        self.recent = if self.steps == 1 && self.recent == 0.0 {
-            err
-        } else {
-            0.9 * self.recent + 0.1 * err
-        };
+        self.steps += steps;
+        self.loss += loss_sum;
+        self.err += err_sum;
+        // A short EMA of the batch error (weight 0.1 a step), for the warm-up's "training error
+        // below 80%"; steps read back together all count with their mean.
+        let mean = err_sum / steps.max(1) as f64;
+        let keep = 0.9f64.powi(steps as i32);
+        self.recent = match self.recent {
+            None => mean,
+            Some(r) => keep * r + (1.0 - keep) * mean,
+        }
+        .into();
     }
     pub(super) fn recent_err(&self) -> f64 {
-        self.recent
+        self.recent.unwrap_or(1.0)
     }
     pub(super) fn restart(&mut self) {
         self.started = Some(Instant::now());
