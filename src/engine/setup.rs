@@ -56,7 +56,10 @@ pub fn select_device(name: &str) -> Result<Device, EngineError> {
 pub fn describe_device(device: &Device) -> String {
     match device {
         Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
-        Device::Cuda(_) => "cuda".to_string(),
+        Device::Cuda(_) => match device.location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            _ => "cuda".to_string(),
+        },
         Device::Metal(_) => "metal".to_string(),
     }
 }
