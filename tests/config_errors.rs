@@ -78,6 +78,20 @@ fn an_unknown_readback_mode_lists_the_modes_with_its_position() {
     );
 }
 
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn asking_a_cpu_build_for_cuda_says_how_to_build_with_it() {
+    for device in ["cuda:0", "cuda"] {
+        let (code, err) = run_with("", &["--device", device]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("built without CUDA") && err.contains("--features cuda"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
 #[test]
 fn a_bad_value_in_a_run_table_points_into_that_table() {
     let config =

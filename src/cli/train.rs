@@ -173,8 +173,27 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     set_threads(resolved.runs[0].train.threads);
     let plans = plan_runs(&resolved, &args)?;
+    let made: Vec<PathBuf> = std::iter::once(&args.runs_dir)
+        .chain(plans.iter().map(|p| &p.dir))
+        .filter(|d| !d.exists())
+        .cloned()
+        .collect();
     let _log = super::headless::init_logging(&plans);
-    let engine = Engine::start(plans)?;
+    let engine = match Engine::start(plans) {
+        Ok(engine) => engine,
+        Err(e) => {
+            // No run started (a device, data or checkpoint error): take back the directories
+            // made for them, which hold nothing but an empty log.
+            for dir in made.iter().rev() {
+                if dir != &args.runs_dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                } else {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+            return Err(e.into());
+        }
+    };
     let interrupts = install_signals(&engine)?;
     let headless = args.headless || !std::io::stdout().is_terminal();
     if headless {
