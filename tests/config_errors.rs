@@ -84,6 +84,7 @@ fn asking_a_cpu_build_for_cuda_says_how_to_build_with_it() {
     for device in ["cuda:0", "cuda"] {
         let (code, err) = run_with("", &["--device", device]);
         assert_eq!(code, 1, "{err}");
+        assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
         assert!(
             err.contains("built without CUDA") && err.contains("--features cuda"),
             "{err}"
