@@ -1,8 +1,11 @@
 //! The engine driven through its channels, without a terminal.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use common::wait_for;
 use resnet_tui::config::Config;
 use resnet_tui::engine::{Engine, RunPlan, read_metrics};
 use resnet_tui::protocol::{Command, Event, FinishReason, LrSource, PauseReason, Target};
@@ -32,19 +35,6 @@ fn tiny(dir: &Path, extra: &[&str]) -> RunPlan {
         config: resolved.runs[0].clone(),
         dir: dir.to_path_buf(),
         resume: None,
-    }
-}
-
-/// Waits for the first event that `pred` accepts, failing after a generous timeout.
-fn wait_for(engine: &Engine, what: &str, mut pred: impl FnMut(&Event) -> bool) -> Event {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match engine.events.recv_timeout(left) {
-            Ok(e) if pred(&e) => return e,
-            Ok(_) => {}
-            Err(_) => panic!("timed out waiting for {what}"),
-        }
     }
 }
 

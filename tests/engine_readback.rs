@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
-use common::{TINY, copy_run, run_to_end, tiny_config, weights};
+use common::{TINY, copy_run, run_to_end, tiny_config, wait_for, weights};
 use resnet_tui::config::Config;
 use resnet_tui::engine::{Engine, RunPlan, read_metrics};
 use resnet_tui::protocol::{Command, Event, PauseReason, Target};
@@ -88,19 +87,6 @@ fn interval_read_back_reports_what_step_read_back_reports() {
         each_step_weights, interval_weights,
         "the same updates must give the same final weights"
     );
-}
-
-/// Waits for the first event that `pred` accepts, failing after a generous timeout.
-fn wait_for(engine: &Engine, what: &str, mut pred: impl FnMut(&Event) -> bool) -> Event {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match engine.events.recv_timeout(left) {
-            Ok(e) if pred(&e) => return e,
-            Ok(_) => {}
-            Err(_) => panic!("timed out waiting for {what}"),
-        }
-    }
 }
 
 #[test]

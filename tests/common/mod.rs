@@ -129,3 +129,16 @@ pub fn copy_run(from: &Path, to: &Path) {
         .unwrap();
     assert!(ok.success());
 }
+
+/// Waits for the first event that `pred` accepts, failing after a generous timeout.
+pub fn wait_for(engine: &Engine, what: &str, mut pred: impl FnMut(&Event) -> bool) -> Event {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match engine.events.recv_timeout(left) {
+            Ok(e) if pred(&e) => return e,
+            Ok(_) => {}
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
