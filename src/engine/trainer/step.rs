@@ -22,8 +22,16 @@ impl Trainer {
     /// A candle error of step `step_no` as a message; running out of device memory names the
     /// batch size and the device.
     fn step_error(&self, step_no: u64) -> impl Fn(candle_core::Error) -> String + use<> {
-        let (batch_size, device) = (self.config.train.batch_size, describe_device(&self.device));
-        move |e| step_error_message(step_no, &device, batch_size, &e.to_string())
+        // Described only when a step fails: this is made for every step.
+        let (batch_size, device) = (self.config.train.batch_size, self.device.clone());
+        move |e| {
+            step_error_message(
+                step_no,
+                &describe_device(&device),
+                batch_size,
+                &e.to_string(),
+            )
+        }
     }
 
     /// The forward and backward pass of one batch; the metrics stay on the device.
