@@ -92,3 +92,33 @@ pub fn all_finite(net: &Net) -> Result<bool> {
         .to_scalar::<f32>()?
         .is_finite())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelSpec;
+    use crate::ops::Backend;
+    use candle_nn::{VarBuilder, VarMap};
+
+    #[test]
+    fn layer_norms_kept_for_a_read_back_hold_no_graph() {
+        let spec = ModelSpec::parse("resnet8", None, 10, 32).unwrap();
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let net = Net::new(&spec, vb, Backend::Custom).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+        let loss = net
+            .forward_t(&x, true)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let sq = layer_sq_norms(&net, &grads).unwrap();
+        assert!(!sq.track_op(), "the norms keep the step's graph alive");
+        let layers = layer_grads(&net, &sq).unwrap();
+        assert_eq!(layers.len(), net.layers().len());
+        assert!(layers.iter().all(|l| l.norm > 0.0 && l.ratio > 0.0));
+    }
+}

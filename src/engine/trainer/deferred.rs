@@ -75,7 +75,9 @@ impl Pending {
 
     /// Adds one step's loss, number wrong and squared gradient norm (scalars on the device).
     pub(super) fn add(&mut self, loss: &Tensor, wrong: &Tensor, grad_sq: &Tensor) -> Result<()> {
-        let v = Tensor::stack(&[loss, wrong, grad_sq], 0)?;
+        // Detached: a sum that recorded its inputs would keep every step's graph, activations
+        // and all, alive until the read-back.
+        let v = Tensor::stack(&[loss, wrong, grad_sq], 0)?.detach();
         self.sums = Some(match self.sums.take() {
             None => v,
             Some(s) => (s + v)?,
@@ -136,5 +138,27 @@ impl Pending {
             wrong_sum,
             grads,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn the_kept_sums_hold_no_graph_of_the_steps() {
+        // A loss that depends on a variable records its graph; the sums must not keep it.
+        let w = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
+        let mut pending = Pending::default();
+        for _ in 0..2 {
+            let loss = (w.as_tensor() * 3.0).unwrap().sum_all().unwrap();
+            assert!(loss.track_op());
+            let zero = Tensor::new(0f32, &Device::Cpu).unwrap();
+            pending.add(&loss, &zero, &zero).unwrap();
+        }
+        let sums = pending.sums.as_ref().unwrap();
+        assert!(!sums.track_op(), "the sums keep the steps' graphs alive");
+        assert_eq!(sums.to_vec1::<f32>().unwrap(), [18.0, 0.0, 0.0]);
     }
 }
