@@ -11,9 +11,13 @@ use resnet_tui::config::Config;
 use resnet_tui::engine::{Engine, RunPlan, read_metrics};
 use resnet_tui::protocol::{Command, Event, PauseReason, Target};
 
-/// (step, loss, error) of every step event, and (step, layer norms) of every gradient event, of
-/// the steps after `after`.
-type Reported = (Vec<(u64, f64, f64)>, Vec<(u64, Vec<f64>)>);
+/// (step, loss, error) of every step event, (step, layer norms) of every gradient event, and
+/// (step, loss, error) of every evaluation, of the steps after `after`.
+type Reported = (
+    Vec<(u64, f64, f64)>,
+    Vec<(u64, Vec<f64>)>,
+    Vec<(u64, f64, f64)>,
+);
 
 fn reported(events: &[Event], after: u64) -> Reported {
     let steps = events
@@ -32,7 +36,14 @@ fn reported(events: &[Event], after: u64) -> Reported {
             _ => None,
         })
         .collect();
-    (steps, grads)
+    let evals = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Eval(m) if m.step > after => Some((m.step, m.loss, m.err)),
+            _ => None,
+        })
+        .collect();
+    (steps, grads, evals)
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -48,10 +59,14 @@ fn interval_read_back_reports_what_step_read_back_reports() {
         let dir = tempfile::tempdir().unwrap();
         copy_run(base.path(), dir.path());
         let mode = format!("log.readback=\"{readback}\"");
+        // Checkpoints and evaluations off the log interval read back in mid-interval.
         let sets = [
             "train.max_steps=14",
             "log.every_steps=4",
             "train.grads_every_steps=3",
+            "checkpoint.every_steps=5",
+            "eval.every_steps=7",
+            "eval.max_images=32",
             &mode,
         ];
         let events = run_to_end(tiny_config(&sets), dir.path(), Some(dir.path().into()));
@@ -83,6 +98,12 @@ fn interval_read_back_reports_what_step_read_back_reports() {
             b.1
         );
     }
+    let eval_steps: Vec<u64> = interval.2.iter().map(|e| e.0).collect();
+    assert_eq!(eval_steps, [7, 14]);
+    assert_eq!(
+        each_step.2, interval.2,
+        "evaluations of the same weights must agree"
+    );
     assert_eq!(
         each_step_weights, interval_weights,
         "the same updates must give the same final weights"
