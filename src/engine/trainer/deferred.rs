@@ -58,11 +58,7 @@ impl Pending {
             .iter()
             .map(|s| s.var.as_tensor().copy())
             .collect::<Result<_>>()?;
-        let buffers = net
-            .buffers()
-            .iter()
-            .map(|(_, v)| v.as_tensor().copy())
-            .collect::<Result<_>>()?;
+        let buffers = grads::snapshot(net)?;
         let momentum = opt.slots.iter().map(|s| s.momentum.clone()).collect();
         self.start = Some(Snapshot {
             step,
@@ -120,9 +116,7 @@ impl Pending {
                 slot.var.set(p)?;
                 slot.momentum = m;
             }
-            for ((_, var), t) in net.buffers().iter().zip(&start.buffers) {
-                var.set(t)?;
-            }
+            grads::restore(net, start.buffers)?;
             return Ok(Outcome::Undone {
                 from: start.step,
                 to: start.step + steps as u64,
