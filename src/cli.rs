@@ -15,6 +15,10 @@ use clap::{Args, Parser, Subcommand};
 /// Exit codes (documented in the README).
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
+/// A run stopped because its training kept turning non-finite (`train.on_nonfinite`).
+pub const EXIT_DIVERGED: u8 = 3;
+/// A run's final checkpoint could not be written: its newest saved state is older.
+pub const EXIT_UNSAVED: u8 = 4;
 /// The runs were stopped by SIGINT/SIGTERM after a final checkpoint (128 + SIGINT).
 pub const EXIT_INTERRUPTED: u8 = 130;
 

@@ -147,6 +147,12 @@ pub struct TrainConfig {
     pub decay_bn_and_bias: bool,
     /// Gradient norms per layer every this many steps (0 = never).
     pub grads_every_steps: u64,
+    /// What a non-finite loss, gradient, weight, momentum or BN statistic does (the step is
+    /// always undone first): "pause" (wait for a key), "rollback" (back to the newest
+    /// checkpoint with the LR halved, at most `max_rollbacks` times, then stop), "stop", or
+    /// "auto" (pause with the UI, rollback headless).
+    pub on_nonfinite: String,
+    pub max_rollbacks: u32,
 }
 
 impl Default for TrainConfig {
@@ -161,6 +167,8 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             decay_bn_and_bias: true,
             grads_every_steps: 20,
+            on_nonfinite: "auto".into(),
+            max_rollbacks: 3,
         }
     }
 }

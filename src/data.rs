@@ -10,7 +10,8 @@ mod error;
 mod h5;
 mod loader;
 mod normalize;
-mod rng;
+/// The run's random streams (kept reachable here for the data modules).
+pub(crate) use crate::rng;
 mod synthetic;
 
 use std::path::PathBuf;
@@ -129,12 +130,16 @@ pub enum Source {
     },
 }
 
-/// Fixed seed of the validation hold-out, so the split never depends on the run's seed.
-const VAL_SEED: u64 = 45_000;
+/// Loads `source`, holding out `val_split` training images for validation (0 = none) as
+/// [`load_split`] does for seed 0.
+pub fn load(source: &Source, val_split: usize) -> Result<Splits, DataError> {
+    load_split(source, val_split, 0)
+}
 
 /// Loads `source`, holding out `val_split` training images for validation (0 = none). The held-out
-/// images are the first `val_split` of a fixed permutation; training keeps the rest in file order.
-pub fn load(source: &Source, val_split: usize) -> Result<Splits, DataError> {
+/// images are the first `val_split` of a permutation drawn from the run's `seed` (its split
+/// stream); training keeps the rest in file order.
+pub fn load_split(source: &Source, val_split: usize, seed: u64) -> Result<Splits, DataError> {
     let (train, test) = match source {
         Source::Synthetic { seed, train, test } => {
             if *train == 0 || *test == 0 {
@@ -192,10 +197,15 @@ pub fn load(source: &Source, val_split: usize) -> Result<Splits, DataError> {
             ));
         }
     };
-    split_off_val(train, test, val_split)
+    split_off_val(train, test, val_split, seed)
 }
 
-fn split_off_val(train: Dataset, test: Dataset, val_split: usize) -> Result<Splits, DataError> {
+fn split_off_val(
+    train: Dataset,
+    test: Dataset,
+    val_split: usize,
+    seed: u64,
+) -> Result<Splits, DataError> {
     if val_split == 0 {
         return Ok(Splits {
             train,
@@ -212,7 +222,10 @@ fn split_off_val(train: Dataset, test: Dataset, val_split: usize) -> Result<Spli
             ),
         ));
     }
-    let order = epoch_order(VAL_SEED, 0, train.len());
+    let order = augment::permutation(
+        &mut rng::stream(seed, rng::Purpose::Split, &[]),
+        train.len(),
+    );
     let mut keep = order[val_split..].to_vec();
     keep.sort_unstable();
     let val = train.subset(&order[..val_split], &format!("{} val", train.name));

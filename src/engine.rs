@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::config::Config;
-use crate::protocol::{Addressed, Command, Event, RunId, Target};
+use crate::protocol::{Addressed, Command, Event, FinishReason, RunId, Target};
 
 pub use checkpoint::{CheckpointError, CheckpointState, load_checkpoint, resolve_checkpoint};
 pub use metrics::{MetricsRecord, read_metrics};
@@ -32,6 +32,8 @@ pub struct RunPlan {
     pub dir: PathBuf,
     /// A checkpoint directory to continue from.
     pub resume: Option<PathBuf>,
+    /// No one watches a UI: `train.on_nonfinite = "auto"` rolls back instead of pausing.
+    pub headless: bool,
 }
 
 /// The running runs: send them commands, receive their events, wait for them.
@@ -39,7 +41,7 @@ pub struct Engine {
     /// Every run's events, in arrival order.
     pub events: Receiver<Event>,
     commands: Sender<Addressed>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<JoinHandle<FinishReason>>,
     router: Option<JoinHandle<()>>,
 }
 
@@ -70,8 +72,9 @@ impl Engine {
                 // candle's backward recurses through the graph: resnet1202 needs a deep stack.
                 .stack_size(64 << 20)
                 .spawn(move || {
-                    t.run(rx);
+                    let reason = t.run(rx);
                     flag.store(true, Ordering::Relaxed);
+                    reason
                 })
                 .map_err(|e| EngineError::Thread(e.to_string()))?;
             threads.push(handle);
@@ -113,14 +116,22 @@ impl Engine {
         self.threads.iter().all(|t| t.is_finished())
     }
 
-    /// Waits for every run to end.
-    pub fn join(mut self) {
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+    /// Waits for every run to end; each run's name and how it ended, in run order (a run whose
+    /// thread panicked counts as failed).
+    pub fn join(mut self) -> Vec<(String, FinishReason)> {
+        let reasons = self
+            .threads
+            .drain(..)
+            .map(|t| {
+                let name = t.thread().name().and_then(|n| n.strip_prefix("run-"));
+                let name = name.unwrap_or("?").to_string();
+                (name, t.join().unwrap_or(FinishReason::Failed))
+            })
+            .collect();
         // The router is not joined: the signal handler keeps a command sender for the life of
         // the process, so the router only ends with it. It holds no data that needs flushing.
         drop(self.router.take());
+        reasons
     }
 }
 

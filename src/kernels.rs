@@ -82,18 +82,51 @@ pub fn conv_kernels() -> ConvKernels {
     }
 }
 
-/// Splits the images `0..n` into one contiguous range per thread, runs `part` on each range
-/// (it returns a sum of `len` floats over its images, e.g. a weight gradient) and adds the
-/// threads' sums up.
+/// How many parts a sum over a batch's images is split into, whatever the number of threads: the
+/// parts and the order they are added in are fixed, so the result is bit-identical with 1, 2 or
+/// 64 threads (`train.threads`).
+const SUM_PARTS: usize = 16;
+
+/// The kernel families the custom backend uses on this CPU (results are bit-identical between
+/// runs only within one family: another SIMD width sums in another order), e.g.
+/// "conv direct-avx2, simd avx512".
+pub fn describe() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx512 = std::is_x86_feature_detected!("avx512f");
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        let direct = avx2
+            && match conv_kernels() {
+                ConvKernels::Auto => !avx512,
+                ConvKernels::Direct => true,
+                ConvKernels::Gemm => false,
+            };
+        let simd = if avx512 {
+            "avx512"
+        } else if avx2 {
+            "avx2"
+        } else {
+            "portable"
+        };
+        let conv = if direct { "direct-avx2" } else { "gemm" };
+        format!("conv {conv}, simd {simd}")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "conv gemm, simd portable".to_string()
+    }
+}
+
+/// Splits the images `0..n` into at most [`SUM_PARTS`] contiguous ranges (fixed by `n` alone),
+/// runs `part` on each range in parallel (it returns a sum of `len` floats over its images, e.g.
+/// a weight gradient) and adds the parts up in range order.
 fn sum_over_images(
     n: usize,
     len: usize,
     part: impl Fn(std::ops::Range<usize>) -> Vec<f32> + Sync,
 ) -> Vec<f32> {
     use rayon::prelude::*;
-    let per = n
-        .div_ceil(rayon::current_num_threads().clamp(1, n.max(1)))
-        .max(1);
+    let per = n.div_ceil(SUM_PARTS.min(n.max(1))).max(1);
     let partials: Vec<Vec<f32>> = (0..n.div_ceil(per))
         .into_par_iter()
         .map(|i| part(i * per..((i + 1) * per).min(n)))

@@ -11,5 +11,6 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod protocol;
+pub mod rng;
 pub mod schedule;
 pub mod ui;

@@ -11,10 +11,10 @@ mod weights;
 use std::path::PathBuf;
 
 use candle_core::{Device, Result, Tensor, Var};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::Init;
 
 use crate::ops::Backend;
-use block::{Block, ConvBn, Linear, Role, Visitor};
+use block::{Block, ConvBn, Initializer, Linear, Role, Visitor};
 use plan::{ConvPlan, Plan};
 
 pub use spec::{CIFAR_DEPTHS, ConvShape, Family, IMAGENET_DEPTHS, ModelSpec, Shortcut, zoo};
@@ -70,13 +70,18 @@ pub struct Net {
 }
 
 impl Net {
-    /// Builds `spec`, taking (or creating) every tensor from `vb` under its PyTorch name.
+    /// Builds `spec` on `device` with initial weights drawn from `seed` (see [`Initializer`]),
+    /// every tensor under its PyTorch name.
     ///
     /// Initialisation follows each family's reference: convs are He-normal, N(0, 2/fan) with
     /// fan_in for CIFAR (akamaster's `kaiming_normal_`, also used for its linear weight) and
     /// fan_out for ImageNet (torchvision); the ImageNet fc keeps torch's default uniform init;
     /// BN gamma 1, beta 0, running mean 0, running variance 1.
-    pub fn new(spec: &ModelSpec, vb: VarBuilder, backend: Backend) -> Result<Net> {
+    pub fn new(spec: &ModelSpec, device: &Device, backend: Backend, seed: u64) -> Result<Net> {
+        let ini = &Initializer {
+            device: device.clone(),
+            seed,
+        };
         let plan = Plan::of(spec);
         let cifar = spec.family == Family::Cifar;
         let he = |fan: usize| (2.0 / fan as f64).sqrt();
@@ -96,15 +101,15 @@ impl Net {
         Ok(Net {
             spec: spec.clone(),
             backend,
-            device: vb.device().clone(),
-            stem: ConvBn::new(&vb, &plan.stem, std(&plan.stem))?,
+            device: device.clone(),
+            stem: ConvBn::new(ini, &plan.stem, std(&plan.stem))?,
             max_pool: plan.max_pool,
             blocks: plan
                 .blocks
                 .iter()
-                .map(|b| Block::new(&vb, b, &std))
+                .map(|b| Block::new(ini, b, &std))
                 .collect::<Result<_>>()?,
-            head: Linear::new(&vb, plan.head, (plan.features, spec.classes), head_init)?,
+            head: Linear::new(ini, plan.head, (plan.features, spec.classes), head_init)?,
         })
     }
 

@@ -21,6 +21,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The kernel family that runs on `device`, for the run's start event and status line.
+    pub fn describe(self, device: &candle_core::Device) -> String {
+        match (self, device.is_cpu()) {
+            (Backend::Custom, true) => format!("custom ({})", kernels::describe()),
+            (Backend::Stock, true) => "stock (candle cpu)".to_string(),
+            _ => "stock (candle cuda)".to_string(),
+        }
+    }
+
     /// Whether `x` goes through our own kernels.
     fn custom_for(self, x: &Tensor) -> bool {
         self == Backend::Custom && kernels::supports(x)

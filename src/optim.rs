@@ -50,8 +50,34 @@ impl Sgd {
 
     /// Applies one update with learning rate `lr` from the gradients in `grads`.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
-        let c = self.config.clone();
-        for slot in &mut self.slots {
+        for (i, p, buf) in self.updates(grads, lr)? {
+            self.apply(i, &p, buf)?;
+        }
+        Ok(())
+    }
+
+    /// [`Sgd::step`], applied only when every new weight and momentum value is finite (one
+    /// read-back); otherwise nothing changes and it returns `false`. `also` are tensors that must
+    /// be finite too (the BN statistics the step's forward pass moved).
+    pub fn step_if_finite(&mut self, grads: &GradStore, lr: f64, also: &[Tensor]) -> Result<bool> {
+        let updates = self.updates(grads, lr)?;
+        let news = updates
+            .iter()
+            .flat_map(|(_, p, buf)| std::iter::once(p).chain(buf.as_ref()));
+        if !all_finite(news.chain(also))? {
+            return Ok(false);
+        }
+        for (i, p, buf) in updates {
+            self.apply(i, &p, buf)?;
+        }
+        Ok(true)
+    }
+
+    /// The new value of every parameter that has a gradient, and its new momentum buffer.
+    fn updates(&self, grads: &GradStore, lr: f64) -> Result<Vec<(usize, Tensor, Option<Tensor>)>> {
+        let c = &self.config;
+        let mut out = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter().enumerate() {
             let Some(grad) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
@@ -60,6 +86,7 @@ impl Sgd {
             if c.weight_decay != 0.0 && slot.decay {
                 g = (g + (&p * c.weight_decay)?)?;
             }
+            let mut new_buf = None;
             if c.momentum != 0.0 {
                 let buf = match &slot.momentum {
                     None => g.clone(),
@@ -70,9 +97,18 @@ impl Sgd {
                 } else {
                     buf.clone()
                 };
-                slot.momentum = Some(buf);
+                new_buf = Some(buf);
             }
-            slot.var.set(&(p - (g * lr)?)?)?;
+            out.push((i, (p - (g * lr)?)?, new_buf));
+        }
+        Ok(out)
+    }
+
+    fn apply(&mut self, i: usize, p: &Tensor, buf: Option<Tensor>) -> Result<()> {
+        let slot = &mut self.slots[i];
+        slot.var.set(p)?;
+        if buf.is_some() {
+            slot.momentum = buf;
         }
         Ok(())
     }
@@ -107,6 +143,26 @@ impl Sgd {
         }
         Ok(())
     }
+}
+
+/// Whether every value of `tensors` is finite: x * 0 is 0 for finite x and NaN for an infinity
+/// or a NaN, so one sum answers without the overflow a sum of squares of huge values would give.
+pub fn all_finite<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> Result<bool> {
+    let mut parts = Vec::new();
+    for t in tensors {
+        parts.push(
+            t.affine(0.0, 0.0)?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F32)?,
+        );
+    }
+    if parts.is_empty() {
+        return Ok(true);
+    }
+    Ok(Tensor::stack(&parts, 0)?
+        .sum_all()?
+        .to_scalar::<f32>()?
+        .is_finite())
 }
 
 #[cfg(test)]
@@ -212,5 +268,35 @@ mod tests {
         let loss = (p.as_tensor() * 0.0).unwrap().sum_all().unwrap();
         opt.step(&loss.backward().unwrap(), 1.0).unwrap();
         assert_eq!(p.as_tensor().to_vec1::<f32>().unwrap(), vec![2.0]);
+    }
+
+    #[test]
+    fn an_update_that_would_overflow_the_weights_or_momentum_is_not_applied() {
+        let p = Var::new(&[1.0f32, 3.0e38], &Device::Cpu).unwrap();
+        let mut opt = Sgd::new(
+            vec![("w".into(), p.clone(), true)],
+            SgdConfig {
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: false,
+                weight_decay: 0.0,
+            },
+        );
+        // d(sum(w * [1, -1]))/dw = [1, -1]: at LR 1e38 the second weight overflows to +inf.
+        let sign = Tensor::new(&[1.0f32, -1.0], &Device::Cpu).unwrap();
+        let loss = (p.as_tensor() * &sign).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        assert!(!opt.step_if_finite(&grads, 1e38, &[]).unwrap());
+        assert_eq!(p.as_tensor().to_vec1::<f32>().unwrap(), vec![1.0, 3.0e38]);
+        assert!(
+            opt.slots[0].momentum.is_none(),
+            "the momentum must not move either"
+        );
+        // A huge but finite update is applied (a finiteness check, not a size limit).
+        assert!(opt.step_if_finite(&grads, 1e30, &[]).unwrap());
+        assert_eq!(p.as_tensor().to_vec1::<f32>().unwrap()[0], 1.0 - 1e30);
+        // A non-finite BN statistic given in `also` refuses the step too.
+        let stat = Tensor::new(&[f32::NAN], &Device::Cpu).unwrap();
+        assert!(!opt.step_if_finite(&grads, 0.1, &[stat]).unwrap());
     }
 }

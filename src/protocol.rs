@@ -79,6 +79,24 @@ pub enum FinishReason {
     Stopped,
     /// Ended by an error (reported in an `Error` event before this one).
     Failed,
+    /// Stopped because the training kept turning non-finite (`train.on_nonfinite`).
+    Diverged,
+    /// Trained to its end (or stopped), but its final checkpoint could not be written: the
+    /// newest saved one is older (said in an `Error` event before this one).
+    Unsaved,
+}
+
+impl FinishReason {
+    /// One word for the status line and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            FinishReason::Completed => "finished",
+            FinishReason::Stopped => "stopped",
+            FinishReason::Failed => "failed",
+            FinishReason::Diverged => "diverged",
+            FinishReason::Unsaved => "unsaved",
+        }
+    }
 }
 
 /// What a run is, sent once when its thread starts.
@@ -106,6 +124,14 @@ pub struct RunInfo {
     pub layers: Vec<String>,
     /// The run directory on disk.
     pub dir: String,
+    /// What the run's results depend on beyond its config: the seed of every random draw, the
+    /// compute threads and the kernel family (e.g. "custom (conv gemm, simd avx512)").
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub threads: usize,
+    #[serde(default)]
+    pub kernels: String,
 }
 
 /// Metrics of one optimisation step.

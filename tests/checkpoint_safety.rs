@@ -152,7 +152,7 @@ fn a_missing_or_misshapen_tensor_is_an_error_naming_it() {
 }
 
 #[test]
-fn a_full_disk_fails_the_save_cleanly_and_keeps_the_previous_checkpoint() {
+fn a_full_disk_fails_the_save_cleanly_keeps_the_previous_checkpoint_and_exits_4() {
     let tmp = tempfile::tempdir().unwrap();
     saved_run(tmp.path());
     let before = resolve_checkpoint(tmp.path()).unwrap();
@@ -174,6 +174,18 @@ fn a_full_disk_fails_the_save_cleanly_and_keeps_the_previous_checkpoint() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("checkpoint at step 6 failed"), "{stdout}");
+    // The run must not report success: exit code 4, naming the newest saved step.
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("the newest saved checkpoint is step 3"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unsaved at step 6"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("final checkpoint could not be written"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains("model.safetensors"),
         "the error names the path: {stdout}"

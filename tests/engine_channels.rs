@@ -35,6 +35,7 @@ fn tiny(dir: &Path, extra: &[&str]) -> RunPlan {
         config: resolved.runs[0].clone(),
         dir: dir.to_path_buf(),
         resume: None,
+        headless: false,
     }
 }
 

@@ -34,6 +34,7 @@ fn first_and_last_loss(model: &str) -> (f64, f64) {
         config: resolved.runs[0].clone(),
         dir: tmp.path().to_path_buf(),
         resume: None,
+        headless: false,
     };
     let engine = Engine::start(vec![plan]).unwrap();
     let mut losses = Vec::new();

@@ -133,6 +133,7 @@ fn a_non_finite_interval_is_undone_to_its_start_and_the_run_goes_on() {
         config,
         dir: tmp.path().to_path_buf(),
         resume: None,
+        headless: false,
     }])
     .unwrap();
     wait_for(

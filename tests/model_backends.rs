@@ -2,15 +2,14 @@
 //! same networks on candle's stock ops: same losses step after step, same running statistics,
 //! same evaluation logits.
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap, loss};
+use candle_core::{Device, Tensor};
+use candle_nn::loss;
 use resnet_tui::model::{ModelSpec, Net, Shortcut};
 use resnet_tui::ops::Backend;
 
 fn build(name: &str, shortcut: Option<Shortcut>, backend: Backend) -> Net {
     let spec = ModelSpec::parse(name, shortcut, 10, 32).unwrap();
-    let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
-    Net::new(&spec, vb, backend).unwrap()
+    Net::new(&spec, &Device::Cpu, backend, 1).unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -2,14 +2,13 @@
 //! keeps running statistics the way torch does.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap, loss};
+use candle_nn::loss;
 use resnet_tui::model::{ModelSpec, Net, Shortcut};
 use resnet_tui::ops::Backend;
 
 fn build(name: &str, shortcut: Option<Shortcut>, classes: usize, input: usize) -> Net {
     let spec = ModelSpec::parse(name, shortcut, classes, input).unwrap();
-    let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
-    Net::new(&spec, vb, Backend::Stock).unwrap()
+    Net::new(&spec, &Device::Cpu, Backend::Stock, 1).unwrap()
 }
 
 fn finite(t: &Tensor) -> bool {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap, loss};
+use candle_nn::loss;
 use resnet_tui::model::{ModelSpec, Net, Shortcut};
 use resnet_tui::ops::Backend;
 
@@ -18,8 +18,7 @@ fn golden(file: &str) -> PathBuf {
 /// A net loaded with PyTorch's weights, and PyTorch's inputs and outputs.
 fn load(name: &str, shortcut: Shortcut) -> (Net, HashMap<String, Tensor>) {
     let spec = ModelSpec::parse(name, Some(shortcut), 10, 32).unwrap();
-    let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
-    let net = Net::new(&spec, vb, Backend::Stock).unwrap();
+    let net = Net::new(&spec, &Device::Cpu, Backend::Stock, 1).unwrap();
     net.load_safetensors(&golden(&format!("{name}.safetensors")))
         .unwrap();
     let io =

@@ -1,7 +1,6 @@
 //! Weights move in and out as safetensors under PyTorch names; bad files are clear errors.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use resnet_tui::model::{ModelError, ModelSpec, Net, Shortcut};
 use resnet_tui::ops::Backend;
 use std::collections::HashMap;
@@ -9,8 +8,7 @@ use std::path::Path;
 
 fn build(name: &str, shortcut: Option<Shortcut>) -> Net {
     let spec = ModelSpec::parse(name, shortcut, 10, 32).unwrap();
-    let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
-    Net::new(&spec, vb, Backend::Stock).unwrap()
+    Net::new(&spec, &Device::Cpu, Backend::Stock, 1).unwrap()
 }
 
 fn images() -> Tensor {

@@ -1,8 +1,7 @@
 //! The zoo's names and costs: parsing, exact parameter counts of the PyTorch references, and
 //! the multiply-adds of Table 1.
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use resnet_tui::model::{Family, ModelSpec, Net, Shortcut, zoo};
 use resnet_tui::ops::Backend;
 
@@ -11,9 +10,7 @@ fn spec(name: &str, classes: usize, input: usize) -> ModelSpec {
 }
 
 fn built_params(spec: &ModelSpec) -> u64 {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = Net::new(spec, vb, Backend::Stock).unwrap();
+    let net = Net::new(spec, &Device::Cpu, Backend::Stock, 1).unwrap();
     net.parameters()
         .iter()
         .map(|p| p.var.elem_count() as u64)

@@ -341,3 +341,67 @@ fn a_run_of_70k_steps_keeps_a_flat_memory_profile() {
         "the downsampled history still starts near step 0, not {first}"
     );
 }
+
+#[test]
+fn an_lr_far_above_the_schedule_asks_for_confirmation_before_it_is_sent() {
+    let mut app = two_runs();
+    // The demo schedule's largest LR is 0.1: 200 is 2000x that.
+    chr(&mut app, 'l');
+    for c in "200".chars() {
+        chr(&mut app, c);
+    }
+    assert_eq!(press(&mut app, KeyCode::Enter), None, "nothing sent yet");
+    assert_eq!(app.mode, InputMode::ConfirmLr(200.0));
+    // n goes back without sending; y sends it.
+    assert_eq!(chr(&mut app, 'n'), None);
+    assert_eq!(app.mode, InputMode::Normal);
+    chr(&mut app, 'l');
+    for c in "200".chars() {
+        chr(&mut app, c);
+    }
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(
+        chr(&mut app, 'y'),
+        to(Target::Run(1), Command::SetLr(200.0))
+    );
+    assert_eq!(app.mode, InputMode::Normal);
+    // Up to 10x the schedule's largest is sent at once.
+    chr(&mut app, 'l');
+    chr(&mut app, '1');
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        to(Target::Run(1), Command::SetLr(1.0))
+    );
+}
+
+#[test]
+fn a_run_that_ends_badly_stays_on_screen_until_acknowledged() {
+    use resnet_tui::protocol::FinishReason;
+    let mut app = two_runs();
+    app.update(Msg::Event(Event::Error {
+        run: Some(0),
+        message: "checkpoint at step 50 failed: disk full; the newest saved checkpoint is step 40"
+            .into(),
+    }));
+    app.update(Msg::Event(Event::Finished {
+        run: 0,
+        step: 50,
+        reason: FinishReason::Unsaved,
+    }));
+    app.update(Msg::Event(Event::Finished {
+        run: 1,
+        step: 50,
+        reason: FinishReason::Completed,
+    }));
+    assert_eq!(app.failures.len(), 1, "only the run that ended badly");
+    assert!(app.failures[0].contains("resnet20 unsaved at step 50"));
+    assert!(app.failures[0].contains("newest saved checkpoint is step 40"));
+    // Other messages arriving later do not hide it; Esc acknowledges it.
+    app.update(Msg::Event(Event::Warning {
+        run: None,
+        message: "something else".into(),
+    }));
+    assert_eq!(app.failures.len(), 1);
+    press(&mut app, KeyCode::Esc);
+    assert!(app.failures.is_empty());
+}

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::{D, DType, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{D, Tensor};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
@@ -112,12 +111,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .build_global();
     let device = crate::engine::select_device(&args.device)?;
     let spec = ModelSpec::parse(&args.model, None, 10, 32)?;
-    let varmap = VarMap::new();
-    let net = Net::new(
-        &spec,
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-        backend,
-    )?;
+    // Fixed seeds: every bench process times the same weights and batches.
+    let net = Net::new(&spec, &device, backend, 0)?;
+    let mut draws = crate::rng::Rng::new(0);
     let params = net
         .parameters()
         .into_iter()
@@ -132,10 +128,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             weight_decay: 1e-4,
         },
     );
-    let batch = |n: usize| -> candle_core::Result<(Tensor, Tensor)> {
-        let x = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &device)?;
-        let y = Tensor::rand(0f32, 10.0, n, &device)?.to_dtype(DType::U32)?;
-        Ok((x, y))
+    let mut batch = |n: usize| -> candle_core::Result<(Tensor, Tensor)> {
+        let x = Tensor::from_vec(
+            draws.normals(n * 3 * 32 * 32, 0.0, 1.0),
+            (n, 3, 32, 32),
+            &device,
+        )?;
+        let y: Vec<u32> = (0..n).map(|_| draws.below(10) as u32).collect();
+        Ok((x, Tensor::from_vec(y, n, &device)?))
     };
     let mut step = |x: &Tensor, y: &Tensor| -> candle_core::Result<Tensor> {
         let logits = net.forward_t(x, true)?;

@@ -4,8 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 
 use super::EvalArgs;
 use crate::config::Config;
@@ -78,12 +77,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let shortcut =
         crate::config::validate_shortcut(&c.shortcut).map_err(|e| anyhow::anyhow!(e.message))?;
     let spec = ModelSpec::parse(&c.model, shortcut, prepared.train.classes, 32)?;
-    let varmap = VarMap::new();
-    let net = Net::new(
-        &spec,
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-        c.backend,
-    )?;
+    let net = Net::new(&spec, &device, c.backend, c.train.seed)?;
     net.load_safetensors(&args.weights)?;
     let test = &prepared.splits.test;
     let (loss, err) = crate::engine::evaluate(

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use crate::engine::{Engine, RunPlan};
-use crate::protocol::{Event, FinishReason, RunId};
+use crate::protocol::{Event, RunId};
 
 /// Formats one event as a line for the terminal; `None` for events not worth a line.
 pub fn format_event(names: &HashMap<RunId, String>, event: &Event) -> Option<String> {
@@ -19,8 +19,16 @@ pub fn format_event(names: &HashMap<RunId, String>, event: &Event) -> Option<Str
     };
     Some(match event {
         Event::Started(i) => format!(
-            "[{}] {} on {}: {} steps of batch {} ({} per epoch), writing {}",
-            i.name, i.model, i.device, i.max_steps, i.batch_size, i.steps_per_epoch, i.dir
+            "[{}] {} on {}: {} steps of batch {} ({} per epoch), seed {}, kernels {}, writing {}",
+            i.name,
+            i.model,
+            i.device,
+            i.max_steps,
+            i.batch_size,
+            i.steps_per_epoch,
+            i.seed,
+            i.kernels,
+            i.dir
         ),
         Event::Step(m) => format!(
             "[{}] step {:>6} epoch {:>6.2}  loss {:.4}  err {:>5.1}%  lr {:.4}  {:>6.0} img/s",
@@ -72,11 +80,7 @@ pub fn format_event(names: &HashMap<RunId, String>, event: &Event) -> Option<Str
         Event::Warning { message, .. } => format!("warning: {message}"),
         Event::Error { message, .. } => format!("error: {message}"),
         Event::Finished { run, step, reason } => {
-            let how = match reason {
-                FinishReason::Completed => "finished",
-                FinishReason::Stopped => "stopped",
-                FinishReason::Failed => "failed",
-            };
+            let how = reason.label();
             format!("[{}] {how} at step {step}", name(*run))
         }
         Event::Grads { .. } => return None,

@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 
-use super::{EXIT_CONFIG, EXIT_INTERRUPTED, TrainArgs, headless};
+use super::{
+    EXIT_CONFIG, EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_UNSAVED, TrainArgs, headless,
+};
 use crate::config::{Config, Resolved};
 use crate::engine::{Engine, RunPlan};
-use crate::protocol::{Command, Target};
+use crate::protocol::{Command, FinishReason, Target};
 
 /// The repository's `config.toml`, used when there is none in the working directory.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config.toml");
@@ -97,7 +99,11 @@ pub fn timestamp() -> String {
 }
 
 /// Directories for every run, unique even when started within the same second.
-fn plan_runs(resolved: &Resolved, args: &TrainArgs) -> anyhow::Result<Vec<RunPlan>> {
+fn plan_runs(
+    resolved: &Resolved,
+    args: &TrainArgs,
+    headless: bool,
+) -> anyhow::Result<Vec<RunPlan>> {
     let stamp = timestamp();
     let mut plans = Vec::new();
     for (id, config) in resolved.runs.iter().enumerate() {
@@ -132,6 +138,7 @@ fn plan_runs(resolved: &Resolved, args: &TrainArgs) -> anyhow::Result<Vec<RunPla
             config: config.clone(),
             dir,
             resume,
+            headless,
         });
     }
     Ok(plans)
@@ -172,7 +179,8 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         };
     }
     set_threads(resolved.runs[0].train.threads);
-    let plans = plan_runs(&resolved, &args)?;
+    let headless = args.headless || !std::io::stdout().is_terminal();
+    let plans = plan_runs(&resolved, &args, headless)?;
     let made: Vec<PathBuf> = std::iter::once(&args.runs_dir)
         .chain(plans.iter().map(|p| &p.dir))
         .filter(|d| !d.exists())
@@ -195,7 +203,6 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let interrupts = install_signals(&engine)?;
-    let headless = args.headless || !std::io::stdout().is_terminal();
     if headless {
         headless::print_events(&engine);
     } else {
@@ -214,12 +221,38 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         }
         headless::drain_events(&engine);
     }
-    engine.join();
-    Ok(if interrupts.load(Ordering::SeqCst) > 0 {
-        ExitCode::from(EXIT_INTERRUPTED)
+    let outcomes = engine.join();
+    Ok(ExitCode::from(exit_code(
+        &outcomes,
+        interrupts.load(Ordering::SeqCst) > 0,
+    )))
+}
+
+/// The process's exit code from how its runs ended (README: the worst outcome wins): a failed
+/// run 1, an unsaved final checkpoint 4, a diverged run 3, an interrupt 130, else 0. Every run
+/// that did not end well is named on stderr, so a batch script's log says which.
+fn exit_code(outcomes: &[(String, FinishReason)], interrupted: bool) -> u8 {
+    for (name, reason) in outcomes {
+        let why = match reason {
+            FinishReason::Failed => "failed",
+            FinishReason::Unsaved => "ended, but its final checkpoint could not be written",
+            FinishReason::Diverged => "stopped: its training kept turning non-finite",
+            FinishReason::Completed | FinishReason::Stopped => continue,
+        };
+        eprintln!("resnet-tui: {name} {why} (its metrics.jsonl and train.log say more)");
+    }
+    let any = |r: FinishReason| outcomes.iter().any(|(_, o)| *o == r);
+    if any(FinishReason::Failed) {
+        EXIT_ERROR
+    } else if any(FinishReason::Unsaved) {
+        EXIT_UNSAVED
+    } else if any(FinishReason::Diverged) {
+        EXIT_DIVERGED
+    } else if interrupted {
+        EXIT_INTERRUPTED
     } else {
-        ExitCode::SUCCESS
-    })
+        0
+    }
 }
 
 /// SIGINT/SIGTERM: stop every run at the next step with a final checkpoint; a second one exits at

@@ -125,6 +125,12 @@ pub fn run(c: &Config) -> Result<(), Invalid> {
         ));
     }
 
+    one_of(
+        "train.on_nonfinite",
+        &t.on_nonfinite,
+        &["auto", "pause", "rollback", "stop"],
+    )?;
+
     let s = &c.schedule;
     one_of(
         "schedule.kind",

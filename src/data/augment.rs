@@ -1,8 +1,8 @@
 //! The paper's training augmentation (Section 4.2, after Lee et al.): pad 4 pixels of zeros on each
 //! side, take a random 32x32 crop, flip it horizontally half of the time; and the per-epoch order.
 
-use super::rng::{Rng, key};
 use super::{IMAGE_BYTES, PLANE, SIDE};
+use crate::rng::{Purpose, Rng, stream};
 
 /// Pixels of padding on each side; crop offsets lie in `-PAD..=PAD`.
 pub const PAD: i32 = 4;
@@ -26,7 +26,7 @@ impl Augment {
     /// The augmentation of dataset sample `index` in `epoch`: a function of (seed, epoch, index)
     /// only, so it does not depend on which worker builds the batch.
     pub fn draw(seed: u64, epoch: u64, index: u64) -> Augment {
-        let mut r = Rng::new(key(&[seed, epoch, index, 0xa9]));
+        let mut r = stream(seed, Purpose::Augment, &[epoch, index]);
         let span = (2 * PAD + 1) as u64;
         Augment {
             crop_x: r.below(span) as i32 - PAD,
@@ -39,8 +39,12 @@ impl Augment {
 /// The order in which epoch `epoch` visits `n` samples: a permutation of `0..n` that is a function
 /// of (seed, epoch) alone (Fisher-Yates over a SplitMix64 stream).
 pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<u32> {
+    permutation(&mut stream(seed, Purpose::DataOrder, &[epoch]), n)
+}
+
+/// A permutation of `0..n` drawn from `r` (Fisher-Yates).
+pub fn permutation(r: &mut Rng, n: usize) -> Vec<u32> {
     let mut order: Vec<u32> = (0..n as u32).collect();
-    let mut r = Rng::new(key(&[seed, epoch, 0x5f]));
     for i in (1..n).rev() {
         let j = r.below(i as u64 + 1) as usize;
         order.swap(i, j);

@@ -23,8 +23,8 @@ mod pattern;
 use rayon::prelude::*;
 
 use self::pattern::Pattern;
-use super::rng::{Rng, key};
 use super::{Dataset, IMAGE_BYTES, PLANE, SIDE};
+use crate::rng::{Rng, key};
 
 pub const SYNTHETIC_CLASSES: [&str; 10] = [
     "horizontal stripes",

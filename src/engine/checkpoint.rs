@@ -74,6 +74,19 @@ pub struct CheckpointState {
     pub config: Config,
     #[serde(default)]
     pub files: BTreeMap<String, FileDigest>,
+    /// The log interval under way, so that a resumed run logs the very same step metrics.
+    #[serde(default)]
+    pub window: LogWindow,
+}
+
+/// The sums of a log interval under way at a checkpoint (the steps since the last step event)
+/// and the warm-up's moving training error.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogWindow {
+    pub steps: usize,
+    pub loss_sum: f64,
+    pub err_sum: f64,
+    pub recent_err: Option<f64>,
 }
 
 /// Serialises named f32 tensors into safetensors bytes.

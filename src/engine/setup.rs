@@ -119,11 +119,14 @@ pub fn normalize(d: &DataConfig) -> Normalize {
 impl DataCache {
     pub fn prepare(&self, c: &Config) -> Result<Prepared, EngineError> {
         let d = &c.data;
+        // The validation split is drawn from the run's seed: runs of other seeds hold out others.
+        let split_seed = if d.val_split > 0 { c.train.seed } else { 0 };
         let key = format!(
-            "{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}",
             d.source,
             d.path,
             d.val_split,
+            split_seed,
             d.synthetic_seed,
             d.synthetic_train,
             d.synthetic_test,
@@ -133,7 +136,7 @@ impl DataCache {
         let (splits, train) = match loaded.get(&key) {
             Some(v) => v.clone(),
             None => {
-                let splits = data::load(&source(d)?, d.val_split)?;
+                let splits = data::load_split(&source(d)?, d.val_split, split_seed)?;
                 let train = Arc::new(splits.train.clone());
                 let v = (Arc::new(splits), train);
                 loaded.insert(key, v.clone());

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use super::checkpoint::LogWindow;
 use super::metrics::{MetricsLog, MetricsRecord};
 use super::setup::describe_device;
 use crate::config::Config;
@@ -27,6 +28,7 @@ mod timing;
 
 use deferred::Pending;
 pub use evaluation::evaluate;
+use saving::AfterNonFinite;
 use timing::{Clock, Window};
 
 /// A run ready to start: everything that can fail before training has been done.
@@ -56,6 +58,12 @@ pub struct Trainer {
     /// Whether step metrics are read back once per log interval (`log.readback`).
     deferred: bool,
     pending: Pending,
+    /// Whether no one can press a key (`train.on_nonfinite = "auto"` rolls back then).
+    headless: bool,
+    /// Automatic roll-backs after non-finite steps so far (`train.max_rollbacks`).
+    rollbacks: u32,
+    /// The log interval under way at the checkpoint this run resumed or rolled back to.
+    window_at_start: LogWindow,
 }
 
 impl Trainer {
@@ -83,6 +91,9 @@ impl Trainer {
             schedule: self.lr.schedule.series(),
             layers: self.net.layers().into_iter().map(|(n, _)| n).collect(),
             dir: self.dir.display().to_string(),
+            seed: self.config.train.seed,
+            threads: rayon::current_num_threads(),
+            kernels: self.config.backend.describe(&self.device),
         }
     }
 
@@ -92,15 +103,20 @@ impl Trainer {
 
     /// Sends an event to the UI and appends it to the metrics file.
     fn emit(&mut self, event: Event, time_s: f64) {
-        let record = MetricsRecord::from_event(&self.name, &event, self.epoch(), time_s);
+        let mut record = MetricsRecord::from_event(&self.name, &event, self.epoch(), time_s);
+        if matches!(event, Event::Warning { .. } | Event::Error { .. }) {
+            // Their events carry no step: the record says where the run was.
+            record.step = self.step;
+        }
         if let Err(e) = self.log.write(&record) {
             tracing::warn!(run = %self.name, "cannot append to metrics.jsonl: {e}");
         }
         let _ = self.events.send(event);
     }
 
-    /// The thread body: trains until done, stopped or failed, and always reports `Finished`.
-    pub fn run(mut self, commands: Receiver<Command>) {
+    /// The thread body: trains until done, stopped or failed, and always reports `Finished`
+    /// (whose reason it also returns).
+    pub fn run(mut self, commands: Receiver<Command>) -> FinishReason {
         let info = self.info();
         self.emit(Event::Started(info), self.time_before);
         for e in std::mem::take(&mut self.history) {
@@ -131,6 +147,7 @@ impl Trainer {
             },
             t,
         );
+        reason
     }
 
     fn train_loop(
@@ -142,7 +159,7 @@ impl Trainer {
         let mut loader = self.loader();
         let mut paused = false;
         let mut window = Window::default();
-        window.restart();
+        window.restore(&self.window_at_start);
         loop {
             // Commands between steps: never block while running, block while paused.
             loop {
@@ -161,7 +178,11 @@ impl Trainer {
                 };
                 // Every command sees the steps before it read back (and undone if not finite).
                 if !self.read_back(&mut window, clock)? {
-                    paused = true;
+                    match self.after_non_finite(clock) {
+                        AfterNonFinite::Pause => paused = true,
+                        AfterNonFinite::RolledBack => window.restore(&self.window_at_start),
+                        AfterNonFinite::Stop => return Ok(FinishReason::Diverged),
+                    }
                     loader = self.loader();
                 }
                 match cmd {
@@ -200,18 +221,20 @@ impl Trainer {
                         self.lr.back_to_schedule();
                         self.announce_lr(clock);
                     }
-                    Command::Checkpoint => self.checkpoint(clock),
+                    Command::Checkpoint => {
+                        self.checkpoint(clock, window.tally());
+                    }
                     Command::Evaluate => self.evaluate(clock)?,
                     Command::Stop { checkpoint } => {
-                        if checkpoint {
-                            self.checkpoint(clock);
+                        if checkpoint && !self.checkpoint(clock, window.tally()) {
+                            return Ok(FinishReason::Unsaved);
                         }
                         return Ok(FinishReason::Stopped);
                     }
                     Command::Rollback { lr_factor } => match self.rollback(lr_factor, clock) {
                         Ok(()) => {
                             loader = self.loader();
-                            window.restart();
+                            window.restore(&self.window_at_start);
                             if paused {
                                 paused = false;
                                 clock.resume();
@@ -257,8 +280,12 @@ impl Trainer {
                 false
             };
             if !finite {
-                // Paused; on resuming, the data goes on from the step the run is back at.
-                paused = true;
+                // The step was undone; the data goes on from the step the run is back at.
+                match self.after_non_finite(clock) {
+                    AfterNonFinite::Pause => paused = true,
+                    AfterNonFinite::RolledBack => window.restore(&self.window_at_start),
+                    AfterNonFinite::Stop => return Ok(FinishReason::Diverged),
+                }
                 loader = self.loader();
                 continue;
             }
@@ -283,8 +310,10 @@ impl Trainer {
                 window.exclude(|| self.evaluate(clock))?;
             }
             if c.checkpoint.every_steps > 0 && self.step.is_multiple_of(c.checkpoint.every_steps) {
+                let tally = window.tally();
+                // A failed save is reported; the run trains on and the next one may succeed.
                 window.exclude(|| {
-                    self.checkpoint(clock);
+                    self.checkpoint(clock, tally);
                     Ok(())
                 })?;
             }
@@ -292,8 +321,11 @@ impl Trainer {
         if c.eval.every_steps == 0 || !self.step.is_multiple_of(c.eval.every_steps) {
             self.evaluate(clock)?;
         }
-        if c.checkpoint.at_end && self.last_checkpoint != Some(self.step) {
-            self.checkpoint(clock);
+        if c.checkpoint.at_end
+            && self.last_checkpoint != Some(self.step)
+            && !self.checkpoint(clock, window.tally())
+        {
+            return Ok(FinishReason::Unsaved);
         }
         Ok(FinishReason::Completed)
     }

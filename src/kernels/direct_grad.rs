@@ -7,7 +7,8 @@
 //! channels (12 accumulators holding weight-gradient entries themselves, so nothing is reduced
 //! across lanes): for every pixel it loads 2 vectors of the pixel's output gradient, broadcasts
 //! the 6 input values under the pairs' taps and does 12 FMAs. Per thread the tiles accumulate
-//! over its images; the threads' sums are added at the end.
+//! over the images of its part of the batch; the parts (fixed by the batch size, not the thread
+//! count) are added in order at the end.
 
 use super::conv::ConvGeometry;
 use super::direct::Planes;

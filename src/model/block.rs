@@ -2,11 +2,12 @@
 //! Figure 5 of the paper), their shortcuts, and the linear head. Every hot op goes through
 //! [`crate::ops`].
 
-use candle_core::{Result, Tensor, Var};
-use candle_nn::{Init, VarBuilder};
+use candle_core::{Device, Result, Tensor, Var};
+use candle_nn::Init;
 
 use super::plan::{BlockPlan, ConvPlan, LinkPlan};
 use crate::ops::{self, Backend};
+use crate::rng;
 
 /// torch.nn.BatchNorm2d's defaults.
 const BN_EPS: f64 = 1e-5;
@@ -37,8 +38,33 @@ fn live(var: &Var, train: bool) -> Tensor {
     }
 }
 
-fn new_var(vb: &VarBuilder, shape: &[usize], name: &str, init: Init) -> Result<Var> {
-    Var::from_tensor(&vb.get_with_hints(shape, name, init)?)
+/// Where a new network's tensors come from: drawn on the host from the run's seed, one stream per
+/// parameter keyed by its name (`rng::Purpose::Init`), so that the same seed gives the same start
+/// on every device and whatever order the layers are built in.
+pub struct Initializer {
+    pub device: Device,
+    pub seed: u64,
+}
+
+impl Initializer {
+    fn values(&self, n: usize, name: &str, init: Init) -> Result<Vec<f32>> {
+        let mut r = rng::stream(self.seed, rng::Purpose::Init, &[rng::name_hash(name)]);
+        Ok(match init {
+            Init::Const(v) => vec![v as f32; n],
+            Init::Randn { mean, stdev } => r.normals(n, mean, stdev),
+            Init::Uniform { lo, up } => r.uniforms(n, lo, up),
+            Init::Kaiming { .. } => candle_core::bail!("{name}: give Kaiming as Randn's stdev"),
+        })
+    }
+}
+
+fn new_var(ini: &Initializer, shape: &[usize], name: &str, init: Init) -> Result<Var> {
+    let n = shape.iter().product();
+    Var::from_tensor(&Tensor::from_vec(
+        ini.values(n, name, init)?,
+        shape,
+        &ini.device,
+    )?)
 }
 
 /// BatchNorm2d with running statistics, exactly as torch updates them.
@@ -51,9 +77,9 @@ pub(crate) struct BatchNorm {
 }
 
 impl BatchNorm {
-    fn new(vb: &VarBuilder, name: &str, channels: usize) -> Result<Self> {
+    fn new(ini: &Initializer, name: &str, channels: usize) -> Result<Self> {
         let get = |leaf: &str, v: f64| {
-            new_var(vb, &[channels], &format!("{name}.{leaf}"), Init::Const(v))
+            new_var(ini, &[channels], &format!("{name}.{leaf}"), Init::Const(v))
         };
         Ok(BatchNorm {
             name: name.to_string(),
@@ -124,7 +150,7 @@ pub(crate) struct ConvBn {
 
 impl ConvBn {
     /// `std` is the He-normal standard deviation the family's reference uses.
-    pub fn new(vb: &VarBuilder, plan: &ConvPlan, std: f64) -> Result<Self> {
+    pub fn new(ini: &Initializer, plan: &ConvPlan, std: f64) -> Result<Self> {
         let shape = [plan.cout, plan.cin, plan.kernel, plan.kernel];
         let init = Init::Randn {
             mean: 0.0,
@@ -132,10 +158,10 @@ impl ConvBn {
         };
         Ok(ConvBn {
             name: plan.conv.clone(),
-            weight: new_var(vb, &shape, &format!("{}.weight", plan.conv), init)?,
+            weight: new_var(ini, &shape, &format!("{}.weight", plan.conv), init)?,
             stride: plan.stride,
             padding: plan.padding(),
-            bn: BatchNorm::new(vb, &plan.bn, plan.cout)?,
+            bn: BatchNorm::new(ini, &plan.bn, plan.cout)?,
         })
     }
 
@@ -234,11 +260,11 @@ struct Join {
 }
 
 impl Join {
-    fn new(vb: &VarBuilder, plan: &BlockPlan, std: &dyn Fn(&ConvPlan) -> f64) -> Result<Self> {
+    fn new(ini: &Initializer, plan: &BlockPlan, std: &dyn Fn(&ConvPlan) -> f64) -> Result<Self> {
         let extra = plan.cout.saturating_sub(plan.cin);
         let (front, back) = (extra / 2, extra - extra / 2);
         let shortcut = match (plan.link, plan.projection()) {
-            (LinkPlan::Projection, Some(p)) => Shortcut::Projection(ConvBn::new(vb, &p, std(&p))?),
+            (LinkPlan::Projection, Some(p)) => Shortcut::Projection(ConvBn::new(ini, &p, std(&p))?),
             (LinkPlan::PadA, _) => Shortcut::PadA {
                 stride: plan.stride,
                 front,
@@ -344,13 +370,17 @@ pub(crate) enum Block {
 }
 
 impl Block {
-    pub fn new(vb: &VarBuilder, plan: &BlockPlan, std: &dyn Fn(&ConvPlan) -> f64) -> Result<Self> {
+    pub fn new(
+        ini: &Initializer,
+        plan: &BlockPlan,
+        std: &dyn Fn(&ConvPlan) -> f64,
+    ) -> Result<Self> {
         let convs = plan
             .branch()
             .iter()
-            .map(|c| ConvBn::new(vb, c, std(c)))
+            .map(|c| ConvBn::new(ini, c, std(c)))
             .collect::<Result<Vec<_>>>()?;
-        let join = Join::new(vb, plan, std)?;
+        let join = Join::new(ini, plan, std)?;
         let malformed =
             |_| candle_core::Error::Msg(format!("{}: unexpected branch length", plan.prefix));
         Ok(match <[ConvBn; 3]>::try_from(convs) {
@@ -406,7 +436,7 @@ pub(crate) struct Linear {
 impl Linear {
     /// `weight_init` differs by family; the bias is torch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     pub fn new(
-        vb: &VarBuilder,
+        ini: &Initializer,
         name: &str,
         (features, classes): (usize, usize),
         weight_init: Init,
@@ -415,13 +445,13 @@ impl Linear {
         Ok(Linear {
             name: name.to_string(),
             weight: new_var(
-                vb,
+                ini,
                 &[classes, features],
                 &format!("{name}.weight"),
                 weight_init,
             )?,
             bias: new_var(
-                vb,
+                ini,
                 &[classes],
                 &format!("{name}.bias"),
                 Init::Uniform {

@@ -41,14 +41,20 @@ impl Panel {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum InputMode {
     Normal,
     Help,
     /// Typing an exact LR; the text so far.
     LrPrompt(String),
+    /// An LR typed far above the schedule's largest (more than [`ABSURD_LR_FACTOR`] times),
+    /// waiting for `y`: one stray digit must not blow a run up.
+    ConfirmLr(f64),
     ConfirmQuit,
 }
+
+/// How far above the schedule's largest LR a typed LR must be confirmed.
+pub const ABSURD_LR_FACTOR: f64 = 10.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoteLevel {
@@ -81,6 +87,9 @@ pub struct App {
     pub notes: VecDeque<Note>,
     /// Non-finite alerts not yet dismissed with Esc.
     pub alerts: Vec<String>,
+    /// Runs that ended badly (failed, diverged, final checkpoint not written), shown until
+    /// acknowledged with Esc: a batch of runs left alone must not hide such an end.
+    pub failures: Vec<String>,
     /// Set when the UI should end.
     pub exit: Option<UiExit>,
     pub events_closed: bool,
@@ -106,6 +115,7 @@ impl App {
             mode: InputMode::Normal,
             notes: VecDeque::new(),
             alerts: Vec::new(),
+            failures: Vec::new(),
             exit: None,
             events_closed: false,
             size: (0, 0),
@@ -291,6 +301,13 @@ impl App {
                     command: Command::Stop { checkpoint },
                 })
             }
+            Msg::ConfirmLr => {
+                let InputMode::ConfirmLr(lr) = self.mode else {
+                    return None;
+                };
+                self.mode = InputMode::Normal;
+                self.send(Command::SetLr(lr), &format!("LR {lr}"))
+            }
             Msg::Interrupt => {
                 self.exit = Some(UiExit::Interrupted);
                 Some(Addressed {
@@ -301,6 +318,8 @@ impl App {
             Msg::Cancel => {
                 if self.mode != InputMode::Normal {
                     self.mode = InputMode::Normal;
+                } else if !self.failures.is_empty() {
+                    self.failures.clear();
                 } else if !self.alerts.is_empty() {
                     self.alerts.clear();
                 }
@@ -331,6 +350,13 @@ impl App {
         let text = text.trim().to_string();
         match text.parse::<f64>() {
             Ok(lr) if lr.is_finite() && lr > 0.0 => {
+                if self
+                    .largest_planned_lr()
+                    .is_some_and(|top| lr > ABSURD_LR_FACTOR * top)
+                {
+                    self.mode = InputMode::ConfirmLr(lr);
+                    return None;
+                }
                 self.mode = InputMode::Normal;
                 self.send(Command::SetLr(lr), &format!("LR {lr}"))
             }
@@ -344,5 +370,17 @@ impl App {
                 None
             }
         }
+    }
+
+    /// The largest LR in the schedules of the runs a command goes to now.
+    pub fn largest_planned_lr(&self) -> Option<f64> {
+        let runs: Vec<&RunView> = if self.target_all {
+            self.runs.iter().collect()
+        } else {
+            self.selected_run().into_iter().collect()
+        };
+        runs.iter()
+            .flat_map(|r| r.info.schedule.iter().map(|&(_, lr)| lr))
+            .reduce(f64::max)
     }
 }

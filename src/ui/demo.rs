@@ -42,6 +42,9 @@ pub fn run_info(run: RunId, depth: usize, plain: bool, max_steps: u64) -> RunInf
         schedule: vec![(0, 0.1), (max_steps / 2, 0.01), (max_steps * 3 / 4, 0.001)],
         layers,
         dir: format!("runs/demo/{run}"),
+        seed: 1,
+        threads: 2,
+        kernels: "custom (conv gemm, simd avx512)".into(),
     }
 }
 

@@ -76,6 +76,10 @@ fn draw_screen(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         InputMode::Help => overlays::help(frame, panel, theme),
         InputMode::LrPrompt(text) => overlays::lr_prompt(frame, panel, app, theme, text),
         InputMode::ConfirmQuit => overlays::quit(frame, panel, app, theme),
+        InputMode::ConfirmLr(lr) => overlays::confirm_lr(frame, panel, app, theme, *lr),
+        InputMode::Normal if !app.failures.is_empty() => {
+            overlays::failures(frame, panel, app, theme)
+        }
         InputMode::Normal if !app.alerts.is_empty() => overlays::alert(frame, panel, app, theme),
         InputMode::Normal => {}
     }
@@ -128,6 +132,15 @@ pub fn duration(s: f64) -> String {
     }
 }
 
+/// The device column: what the run's results depend on beyond its config (seed, threads, kernels).
+fn device_detail(info: &crate::protocol::RunInfo, wide: bool) -> String {
+    if wide {
+        format!("{} · seed {} · {}", info.device, info.seed, info.kernels)
+    } else {
+        format!("{} seed {}", info.device, info.seed)
+    }
+}
+
 fn status_row<'a>(i: usize, run: &'a RunView, app: &App, theme: &Theme, wide: bool) -> Row<'a> {
     let selected = i == app.selected;
     let marker = if selected { "▶" } else { " " };
@@ -155,7 +168,7 @@ fn status_row<'a>(i: usize, run: &'a RunView, app: &App, theme: &Theme, wide: bo
         Cell::from(eta),
         Cell::from(ckpt),
         Cell::from(num(run.lr)),
-        Cell::from(run.info.device.clone()),
+        Cell::from(device_detail(&run.info, wide)),
     ]);
     let row = Row::new(cells);
     if selected {

@@ -100,15 +100,22 @@ impl App {
                 Some((NoteLevel::Error, alert))
             }
             Event::Warning { message, .. } => Some((NoteLevel::Warn, format!("{name}: {message}"))),
-            Event::Error { message, .. } => Some((NoteLevel::Error, format!("{name}: {message}"))),
+            Event::Error { message, .. } => {
+                run.last_error = Some(message.clone());
+                Some((NoteLevel::Error, format!("{name}: {message}")))
+            }
             Event::Finished { step, reason, .. } => {
                 run.state = RunState::Finished(reason);
                 run.step = run.step.max(step);
-                let how = match reason {
-                    FinishReason::Completed => "finished",
-                    FinishReason::Stopped => "stopped",
-                    FinishReason::Failed => "failed",
-                };
+                let how = reason.label();
+                if matches!(
+                    reason,
+                    FinishReason::Failed | FinishReason::Diverged | FinishReason::Unsaved
+                ) {
+                    let why = run.last_error.clone().unwrap_or_default();
+                    self.failures
+                        .push(format!("{name} {how} at step {step}. {why}"));
+                }
                 Some((NoteLevel::Info, format!("{name} {how} at step {step}")))
             }
         };

@@ -43,6 +43,8 @@ pub enum Msg {
     ConfirmQuit {
         checkpoint: bool,
     },
+    /// `y` to an LR far above the schedule's (see [`InputMode::ConfirmLr`]).
+    ConfirmLr,
     /// Ctrl-C: stop every run with a final checkpoint and leave, no questions.
     Interrupt,
     /// Esc: close a prompt, overlay or alert.
@@ -73,6 +75,11 @@ impl Msg {
                 KeyCode::Esc => Some(Msg::Cancel),
                 KeyCode::Backspace => Some(Msg::PromptBackspace),
                 KeyCode::Char(c) => Some(Msg::PromptInput(c)),
+                _ => None,
+            },
+            InputMode::ConfirmLr(_) => match key.code {
+                KeyCode::Char('y' | 'Y') => Some(Msg::ConfirmLr),
+                KeyCode::Esc | KeyCode::Enter | KeyCode::Char('n' | 'N' | 'q') => Some(Msg::Cancel),
                 _ => None,
             },
             InputMode::ConfirmQuit => match key.code {

@@ -108,6 +108,57 @@ pub fn quit(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     frame.render_widget(Paragraph::new(lines).block(block), rect);
 }
 
+/// An LR far above the schedule's, asked about before it is sent.
+pub fn confirm_lr(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, lr: f64) {
+    let top = app.largest_planned_lr().unwrap_or(lr);
+    let lines = vec![
+        Line::styled(
+            format!(
+                " LR {} is {:.0}x the schedule's largest ({}).",
+                num(lr),
+                lr / top,
+                num(top)
+            ),
+            theme.bold(),
+        ),
+        Line::from(" Training at it will most likely diverge."),
+        Line::from(" y sets it anyway; n or Esc goes back."),
+    ];
+    let rect = popup(frame, area, 60, lines.len() as u16 + 2);
+    let block = Block::bordered()
+        .border_set(theme.border())
+        .border_style(theme.warn())
+        .title(" set this LR? ");
+    frame.render_widget(Paragraph::new(lines).block(block), rect);
+}
+
+/// Runs that ended badly, until the user acknowledges them.
+pub fn failures(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let mut lines: Vec<Line> = app
+        .failures
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(|a| Line::styled(format!(" {a}"), theme.bold()))
+        .collect();
+    lines.push(Line::default());
+    lines.push(Line::from(
+        " The process will exit non-zero. Esc acknowledges; q quits.",
+    ));
+    let rect = popup(frame, area, 76, lines.len() as u16 * 2 + 2);
+    let block = Block::bordered()
+        .border_set(theme.border())
+        .border_style(theme.alert())
+        .title(Span::styled(" RUN ENDED BADLY ", theme.alert()));
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block),
+        rect,
+    );
+}
+
 pub fn alert(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let shown = app.alerts.iter().rev().take(3).rev();
     let mut lines: Vec<Line> = shown

@@ -32,9 +32,7 @@ impl RunState {
             RunState::Running => "running",
             RunState::Paused => "paused",
             RunState::NonFinite => "NaN",
-            RunState::Finished(FinishReason::Completed) => "finished",
-            RunState::Finished(FinishReason::Stopped) => "stopped",
-            RunState::Finished(FinishReason::Failed) => "failed",
+            RunState::Finished(reason) => reason.label(),
         }
     }
 
@@ -104,6 +102,8 @@ pub struct RunView {
     pub manual_lr: VecDeque<(u64, f64, f64)>,
     pub last_checkpoint: Option<u64>,
     pub nonfinite: Option<(u64, String)>,
+    /// The run's newest error message (what a bad end is explained by).
+    pub last_error: Option<String>,
 }
 
 impl RunView {
@@ -127,6 +127,7 @@ impl RunView {
             manual_lr: VecDeque::new(),
             last_checkpoint: None,
             nonfinite: None,
+            last_error: None,
             info,
         }
     }
@@ -249,6 +250,9 @@ mod tests {
             schedule: vec![(0, 0.1), (500, 0.01)],
             layers: vec!["conv1".into(), "linear".into()],
             dir: "runs/x".into(),
+            seed: 1,
+            threads: 2,
+            kernels: "custom".into(),
         }
     }
 

@@ -42,6 +42,7 @@ pub fn run_to_end(config: Config, dir: &Path, resume: Option<PathBuf>) -> Vec<Ev
         config,
         dir: dir.to_path_buf(),
         resume,
+        headless: false,
     }])
     .expect("the run starts");
     let mut events = Vec::new();

@@ -3,7 +3,7 @@
 
 use std::f32::consts::PI;
 
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 
 /// A smooth periodic wave in [0, 1] with period 1 (a cheap stand-in for 0.5 + 0.5 cos 2πt).
 #[inline]

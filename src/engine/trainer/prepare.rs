@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use candle_core::DType;
-use candle_nn::{VarBuilder, VarMap};
 use crossbeam_channel::Sender;
 
 use super::Trainer;
@@ -39,14 +37,8 @@ impl Trainer {
         let classes = prepared.train.classes;
         let shortcut = validate_shortcut(&c.shortcut).map_err(|e| err(&e.message))?;
         let spec = ModelSpec::parse(&c.model, shortcut, classes, 32).map_err(|e| err(&e))?;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-        // Initialisation draws from candle's RNG: seed it per run for reproducible starts.
-        // (candle's CPU device has no settable seed; there the start is candle's own.)
-        if !device.is_cpu() {
-            device.set_seed(c.train.seed).map_err(|e| err(&e))?;
-        }
-        let net = Net::new(&spec, vb, c.backend).map_err(|e| err(&e))?;
+        // Drawn on the host from the run's seed: the same start on the CPU and on CUDA.
+        let net = Net::new(&spec, &device, c.backend, c.train.seed).map_err(|e| err(&e))?;
         let params = net
             .parameters()
             .into_iter()
@@ -81,6 +73,7 @@ impl Trainer {
         let mut step = 0;
         let mut time_before = 0.0;
         let mut stats = prepared.stats;
+        let mut window_at_start = Default::default();
         if let Some(path) = &plan.resume {
             let (_, state) = restore(path, &device, &net, &mut opt).map_err(|e| match e {
                 RestoreError::Checkpoint(e) => EngineError::from(e),
@@ -90,6 +83,7 @@ impl Trainer {
             step = state.step;
             time_before = state.time_s;
             stats = Arc::new(state.norm);
+            window_at_start = state.window;
         }
         std::fs::create_dir_all(&plan.dir)
             .map_err(|e| err(&format!("{}: {e}", plan.dir.display())))?;
@@ -134,6 +128,9 @@ impl Trainer {
             history,
             deferred,
             pending: Default::default(),
+            window_at_start,
+            headless: plan.headless,
+            rollbacks: 0,
             config: c,
         })
     }

@@ -7,12 +7,12 @@ use candle_core::Device;
 
 use super::Trainer;
 use super::timing::Clock;
-use crate::engine::checkpoint::{self, CheckpointError, CheckpointState};
+use crate::engine::checkpoint::{self, CheckpointError, CheckpointState, LogWindow};
 use crate::engine::grads;
 use crate::engine::metrics::{self, MetricsLog};
 use crate::model::Net;
 use crate::optim::Sgd;
-use crate::protocol::{Event, LrSource};
+use crate::protocol::{Event, LrSource, PauseReason};
 
 /// Why a checkpoint could not be restored.
 pub(super) enum RestoreError {
@@ -49,6 +49,16 @@ pub(super) fn restore(
     Ok((dir, loaded.state))
 }
 
+/// What a run does after a non-finite step was undone (`train.on_nonfinite`).
+pub(super) enum AfterNonFinite {
+    /// Wait for a key (the UI shows the alert).
+    Pause,
+    /// Back at the newest checkpoint with a lower LR: train on.
+    RolledBack,
+    /// Give up: the run ends as diverged.
+    Stop,
+}
+
 impl Trainer {
     /// Restores the newest checkpoint of this run in place and scales its LR by `lr_factor`
     /// (a manual change). The metrics file forgets the steps after it, as on a resume.
@@ -56,11 +66,22 @@ impl Trainer {
         if !(lr_factor.is_finite() && lr_factor > 0.0) {
             return Err(format!("LR factor {lr_factor} must be a positive number"));
         }
+        self.rollback_to(|lr| lr * lr_factor, &format!("LR x{lr_factor}"), clock)
+    }
+
+    /// Restores the newest checkpoint and sets the LR to `lr(the checkpoint's LR)`.
+    fn rollback_to(
+        &mut self,
+        lr: impl FnOnce(f64) -> f64,
+        how: &str,
+        clock: &Clock,
+    ) -> Result<(), String> {
         let (dir, state) = restore(&self.dir, &self.device, &self.net, &mut self.opt)
             .map_err(|e| e.to_string())?;
         let from = self.step;
         self.lr.state = state.lr_state;
         self.step = state.step;
+        self.window_at_start = state.window;
         let metrics_path = self.dir.join("metrics.jsonl");
         metrics::truncate_after(&metrics_path, self.step)
             .and_then(|_| MetricsLog::open(&metrics_path))
@@ -68,7 +89,7 @@ impl Trainer {
             .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
         let t = clock.now();
         let message = format!(
-            "{}: rolled back from step {from} to the checkpoint of step {} ({}), LR x{lr_factor}",
+            "{}: rolled back from step {from} to the checkpoint of step {} ({}), {how}",
             self.name,
             self.step,
             dir.display()
@@ -80,12 +101,88 @@ impl Trainer {
             },
             t,
         );
-        let lr = self.current_lr() * lr_factor;
+        let lr = lr(self.current_lr());
         self.manual_lr(lr, clock);
         Ok(())
     }
 
-    pub(super) fn checkpoint(&mut self, clock: &Clock) {
+    /// Carries out `train.on_nonfinite` after a non-finite step was undone and reported.
+    pub(super) fn after_non_finite(&mut self, clock: &Clock) -> AfterNonFinite {
+        let policy = match self.config.train.on_nonfinite.as_str() {
+            "auto" if self.headless => "rollback",
+            "auto" => "pause",
+            other => other,
+        };
+        let stop = |this: &mut Trainer, why: String| {
+            let t = clock.now();
+            let message = format!(
+                "{}: stopping at step {}: {why}; {}",
+                this.name,
+                this.step,
+                this.newest_saved()
+            );
+            this.emit(
+                Event::Error {
+                    run: Some(this.id),
+                    message,
+                },
+                t,
+            );
+            AfterNonFinite::Stop
+        };
+        match policy {
+            "stop" => stop(
+                self,
+                "training turned non-finite (train.on_nonfinite = \"stop\")".into(),
+            ),
+            "rollback" => {
+                let max = self.config.train.max_rollbacks;
+                if self.rollbacks >= max {
+                    return stop(
+                        self,
+                        format!("still non-finite after {max} roll-backs (train.max_rollbacks)"),
+                    );
+                }
+                self.rollbacks += 1;
+                // Halve the LR the run diverged at, whatever the checkpoint's LR was.
+                let diverged_at = self.last_lr;
+                let how = format!(
+                    "LR {} (half the LR that diverged; roll-back {} of {max})",
+                    lr_text(diverged_at * 0.5),
+                    self.rollbacks
+                );
+                match self.rollback_to(|_| diverged_at * 0.5, &how, clock) {
+                    Ok(()) => AfterNonFinite::RolledBack,
+                    Err(e) => stop(self, format!("cannot roll back: {e}")),
+                }
+            }
+            _ => {
+                let t = clock.now();
+                let (run, step, reason) = (self.id, self.step, PauseReason::NonFinite);
+                self.emit(Event::Paused { run, step, reason }, t);
+                AfterNonFinite::Pause
+            }
+        }
+    }
+
+    /// "the newest saved checkpoint is step N (DIR)", or that there is none.
+    fn newest_saved(&self) -> String {
+        match checkpoint::resolve_checkpoint(&self.dir) {
+            Ok(dir) => {
+                let step = checkpoint::load_checkpoint(&dir, &Device::Cpu)
+                    .map(|c| c.state.step.to_string())
+                    .unwrap_or_else(|_| "?".into());
+                format!(
+                    "the newest saved checkpoint is step {step} ({})",
+                    dir.display()
+                )
+            }
+            Err(_) => "no checkpoint of this run has been saved".to_string(),
+        }
+    }
+
+    /// Saves a checkpoint of the current step; `window` is the log interval under way.
+    pub(super) fn checkpoint(&mut self, clock: &Clock, window: LogWindow) -> bool {
         let started = Instant::now();
         let t = clock.now();
         let result = grads::all_finite(&self.net)
@@ -113,6 +210,7 @@ impl Trainer {
                     time_s: t,
                     config: self.config.clone(),
                     files: Default::default(),
+                    window,
                 };
                 checkpoint::save(
                     &self.dir,
@@ -136,17 +234,28 @@ impl Trainer {
                     },
                     t,
                 );
+                true
             }
-            Err(message) => self.emit(
-                Event::Error {
-                    run: Some(self.id),
-                    message: format!(
-                        "{}: checkpoint at step {} failed: {message}",
-                        self.name, self.step
-                    ),
-                },
-                t,
-            ),
+            Err(message) => {
+                let message = format!(
+                    "{}: checkpoint at step {} failed: {message}; {}",
+                    self.name,
+                    self.step,
+                    self.newest_saved()
+                );
+                let run = Some(self.id);
+                self.emit(Event::Error { run, message }, t);
+                false
+            }
         }
+    }
+}
+
+/// An LR as people write it: 0.05, or 5e37 for the absurd ones (not 38 digits).
+fn lr_text(lr: f64) -> String {
+    if (1e-4..1e4).contains(&lr.abs()) {
+        format!("{lr}")
+    } else {
+        format!("{lr:e}")
     }
 }

@@ -8,7 +8,7 @@ use super::timing::{Clock, Window};
 use super::{Trainer, describe_device};
 use crate::data;
 use crate::engine::grads;
-use crate::protocol::{Event, LayerGrad, PauseReason};
+use crate::protocol::{Event, LayerGrad};
 
 /// One batch's forward and backward pass, its metrics still on the device.
 struct Pass {
@@ -82,7 +82,7 @@ impl Trainer {
             } else {
                 format!("loss is {loss_v}")
             };
-            self.pause_non_finite(
+            self.report_non_finite(
                 step_no,
                 format!("{what} at step {step_no} (weights not updated)"),
                 clock,
@@ -90,7 +90,30 @@ impl Trainer {
             return Ok(None);
         }
         let lr = self.announce_lr(clock);
-        self.opt.step(&pass.grads, lr).map_err(&e)?;
+        // The new weights, momentum and BN statistics are checked before anything is kept: a
+        // step that would make one of them non-finite is undone here, not found at a checkpoint.
+        let stats: Vec<_> = self
+            .net
+            .buffers()
+            .iter()
+            .map(|(_, v)| v.as_tensor().clone())
+            .collect();
+        if !self
+            .opt
+            .step_if_finite(&pass.grads, lr, &stats)
+            .map_err(&e)?
+        {
+            grads::restore(&self.net, saved_stats).map_err(&e)?;
+            self.report_non_finite(
+                step_no,
+                format!(
+                    "weights, momentum or BN statistics after step {step_no} at LR {lr} \
+                     (step undone)"
+                ),
+                clock,
+            );
+            return Ok(None);
+        }
         if self.grads_due(step_no) {
             let sq = grads::layer_sq_norms(&self.net, &pass.grads).map_err(&e)?;
             let layers = grads::layer_grads(&self.net, &sq).map_err(&e)?;
@@ -156,7 +179,7 @@ impl Trainer {
                      restored to step {from})",
                     from + 1
                 );
-                self.pause_non_finite(to, what, clock);
+                self.report_non_finite(to, what, clock);
                 Ok(false)
             }
         }
@@ -168,13 +191,11 @@ impl Trainer {
         self.emit(Event::Grads { run, step, layers }, t);
     }
 
-    pub(super) fn pause_non_finite(&mut self, step: u64, what: String, clock: &Clock) {
+    /// Reports a non-finite step that was undone; `after_non_finite` decides what follows.
+    pub(super) fn report_non_finite(&mut self, step: u64, what: String, clock: &Clock) {
         let t = clock.now();
         let run = self.id;
         self.emit(Event::NonFinite { run, step, what }, t);
-        let reason = PauseReason::NonFinite;
-        let step = self.step;
-        self.emit(Event::Paused { run, step, reason }, t);
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::engine::checkpoint::LogWindow;
+
 /// Training time with pauses left out.
 pub(super) struct Clock {
     before: f64,
@@ -61,6 +63,24 @@ impl Window {
             Some(r) => keep * r + (1.0 - keep) * mean,
         }
         .into();
+    }
+    /// The sums a checkpoint keeps (see [`LogWindow`]).
+    pub(super) fn tally(&self) -> LogWindow {
+        LogWindow {
+            steps: self.steps,
+            loss_sum: self.loss,
+            err_sum: self.err,
+            recent_err: self.recent,
+        }
+    }
+    /// Continues the interval a checkpoint kept (its images are not counted: only the speed
+    /// of the first interval after a resume depends on them).
+    pub(super) fn restore(&mut self, w: &LogWindow) {
+        self.restart();
+        self.steps = w.steps;
+        self.loss = w.loss_sum;
+        self.err = w.err_sum;
+        self.recent = w.recent_err;
     }
     pub(super) fn recent_err(&self) -> f64 {
         self.recent.unwrap_or(1.0)
