@@ -6,6 +6,9 @@ use super::app::InputMode;
 use crate::protocol::Event;
 
 #[derive(Clone, Debug, PartialEq)]
+// Events are moved once into `update` and never stored as `Msg`: boxing them would only add
+// an allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum Msg {
     /// A raw key; [`crate::ui::App::update`] maps it with [`Msg::from_key`] in the current mode.
     Key(KeyEvent),
