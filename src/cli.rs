@@ -44,12 +44,13 @@ pub enum Cmd {
     Eval(EvalArgs),
     /// Training and evaluation images/s and peak memory of one model.
     Bench(bench::BenchArgs),
-    /// The degradation table (final/best train and test error, plain-vs-residual gaps) of runs.
+    /// The degradation tables of runs: final/best train and test error per run, per net over
+    /// its seeds (best, mean +- std) beside the paper's Table 6, plain-vs-residual gaps.
     Report {
         /// Run directories (each with a metrics.jsonl).
         #[arg(required = true)]
         runs: Vec<PathBuf>,
-        /// Also write the table as Markdown to this file.
+        /// Also write the tables as Markdown to this file.
         #[arg(long, value_name = "FILE")]
         markdown: Option<PathBuf>,
     },
