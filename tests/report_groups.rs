@@ -1,6 +1,6 @@
 //! `report` over repeated runs of the same nets (seeds), from hand-written `metrics.jsonl` files
 //! with known errors: the nets' best (mean +- std) beside the paper's Table 6, the
-//! plain-vs-residual gaps of the nets' means.
+//! plain-vs-residual gaps of the nets' means, and Figure 6 as SVG.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -154,4 +154,67 @@ fn the_gap_table_compares_the_means_of_the_nets_not_their_first_runs() {
         ],
         "the first runs alone would give +10.00 pt:\n{table}"
     );
+}
+
+/// The `<polyline>` curves of the figure: (stroke colour, dashed, x of the first point).
+fn curves(svg: &str) -> Vec<(String, bool, u32)> {
+    let attr = |l: &str, key: &str| -> String {
+        let at = l.find(&format!(" {key}=\"")).unwrap() + key.len() + 3;
+        l[at..at + l[at..].find('"').unwrap()].to_string()
+    };
+    svg.lines()
+        .filter(|l| l.starts_with("<polyline") && attr(l, "stroke") != "#000000")
+        .map(|l| {
+            let x = attr(l, "points")
+                .split(',')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (attr(l, "stroke"), l.contains("stroke-dasharray"), x)
+        })
+        .collect()
+}
+
+#[test]
+fn the_figure_has_a_dashed_training_and_a_bold_test_curve_per_net_in_its_depth_colour() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let curve = |a: f64| [(20, a, a + 0.05), (40, a - 0.1, a - 0.05)];
+    let dirs = vec![
+        run(t, "p1", "plain20", "plain20", &curve(0.5)),
+        run(t, "p2", "plain20", "plain20", &curve(0.4)),
+        run(t, "p3", "plain56", "plain56", &curve(0.6)),
+        run(t, "r1", "resnet20", "resnet20", &curve(0.3)),
+        run(t, "r2", "resnet56", "resnet56", &curve(0.2)),
+        run(t, "r3", "resnet56", "resnet56", &curve(0.25)),
+    ];
+    let svg_path = t.join("fig6.svg");
+    report(t, &dirs, &["--plot", svg_path.to_str().unwrap()]);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+
+    // Four nets, each one dashed (training) and one solid (test) curve: the seeds are averaged.
+    let c = curves(&svg);
+    assert_eq!(c.len(), 8, "{c:?}");
+    let colours: Vec<&String> = c.iter().map(|c| &c.0).collect();
+    for pair in c.chunks(2) {
+        assert_eq!(pair[0].0, pair[1].0, "a net's two curves share its colour");
+        assert!(pair[0].1 && !pair[1].1, "dashed training, then solid test");
+        assert!(
+            svg.contains(&format!("fill=\"{}\"", pair[0].0)),
+            "legend swatch"
+        );
+    }
+    // Plain nets on the left half of the 1200-wide figure, residual nets on the right; one
+    // colour per depth, the same for plain20 and resnet20.
+    let (left, right): (Vec<_>, Vec<_>) = c.iter().partition(|c| c.2 < 600);
+    assert_eq!((left.len(), right.len()), (4, 4), "{c:?}");
+    assert_eq!(colours[0], colours[4], "depth 20 in both panels: {c:?}");
+    assert_eq!(colours[2], colours[6], "depth 56 in both panels: {c:?}");
+    assert_ne!(colours[0], colours[2], "depths apart: {c:?}");
+    let bold = |l: &&str| l.contains("stroke-width=\"3\"");
+    assert!(svg.lines().filter(bold).all(|l| !l.contains("dasharray")));
+    for name in ["plain20 (n=2)", "plain56", "resnet20", "resnet56 (n=2)"] {
+        assert!(svg.contains(name), "legend names {name}");
+    }
 }

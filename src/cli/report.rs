@@ -1,9 +1,10 @@
 //! `resnet-tui report RUN_DIR...`: the degradation table from runs' `metrics.jsonl`, finished or
 //! still running: final and best training/test error per run, the runs of each net (seeds)
-//! grouped as best (mean +- std) beside the paper's Table 6, and plain-vs-residual gaps of the
-//! group means.
+//! grouped as best (mean +- std) beside the paper's Table 6, plain-vs-residual gaps of the group
+//! means, and (`--plot`) the paper's Figure 6.
 
 mod group;
+mod plot;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -175,8 +176,13 @@ pub fn markdown(runs: &[RunSummary]) -> String {
     t
 }
 
-pub fn report(dirs: &[PathBuf], write_markdown: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn report(
+    dirs: &[PathBuf],
+    write_markdown: Option<&Path>,
+    write_plot: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let mut runs = Vec::new();
+    let mut curves = Vec::new();
     for dir in dirs {
         let path = dir.join("metrics.jsonl");
         let records = read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -184,11 +190,17 @@ pub fn report(dirs: &[PathBuf], write_markdown: Option<&Path>) -> anyhow::Result
             Some(s) => runs.push(s),
             None => anyhow::bail!("{}: no records yet", path.display()),
         }
+        curves.push(plot::Curves::from_records(&records));
     }
     let table = markdown(&runs);
     print!("{table}");
     if let Some(path) = write_markdown {
         std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    if let Some(path) = write_plot {
+        let svg = plot::figure6(&group::group_runs(&runs), &curves)?;
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
         println!("\nwrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
