@@ -38,7 +38,8 @@ impl Trainer {
         let prepared = cache.prepare(&c)?;
         let classes = prepared.train.classes;
         let shortcut = validate_shortcut(&c.shortcut).map_err(|e| err(&e.message))?;
-        let spec = ModelSpec::parse(&c.model, shortcut, classes, 32).map_err(|e| err(&e))?;
+        let spec = ModelSpec::parse(&c.model, shortcut, classes, prepared.train.side)
+            .map_err(|e| err(&e))?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
         // Initialisation draws from candle's RNG: seed it per run for reproducible starts.
