@@ -166,3 +166,73 @@ fn a_batch_of_mostly_broken_files_stops_the_run_with_a_clear_error() {
         "{error}"
     );
 }
+
+#[test]
+fn the_imagenet_experiments_resolve_to_the_papers_recipe() {
+    use resnet_tui::config::Config;
+    let data = ["data.path=\"/data/imagenet\"".to_string()];
+    let one = Config::from_text(
+        std::path::Path::new("imagenet.toml"),
+        include_str!("../assets/experiments/imagenet.toml"),
+        &data,
+    )
+    .unwrap();
+    let c = &one.runs[0];
+    assert_eq!(
+        (c.data.source.as_str(), c.data.image_size),
+        ("imagefolder", 224)
+    );
+    assert_eq!(
+        (c.data.resize_min, c.data.resize_max, c.data.eval_resize),
+        (256, 480, 256)
+    );
+    assert_eq!((c.train.batch_size, c.train.max_steps), (256, 600_000));
+    assert_eq!(
+        (c.train.momentum, c.train.weight_decay, c.schedule.lr),
+        (0.9, 1e-4, 0.1)
+    );
+    let four = Config::from_text(
+        std::path::Path::new("imagenet-degradation.toml"),
+        include_str!("../assets/experiments/imagenet-degradation.toml"),
+        &data,
+    )
+    .unwrap();
+    let models: Vec<_> = four.runs.iter().map(|r| r.model.as_str()).collect();
+    assert_eq!(models, ["plain18", "plain34", "resnet18", "resnet34"]);
+}
+
+#[test]
+fn the_binary_trains_the_imagenet_experiment_shrunk_from_a_folder_given_by_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("images");
+    write_folder(&root, &["a", "b"], 4, 1, 60);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
+        .args(["--headless", "--experiment", "imagenet", "--data"])
+        .arg(&root)
+        .arg("--runs-dir")
+        .arg(tmp.path().join("runs"))
+        .args(["--device", "cpu"])
+        .args(
+            [
+                "model=\"resnet18\"",
+                "data.image_size=48",
+                "data.resize_min=52",
+                "data.resize_max=64",
+                "data.eval_resize=52",
+                "data.workers=1",
+                "data.prefetch=1",
+                "train.batch_size=4",
+                "train.max_steps=2",
+                "train.threads=2",
+                "log.every_steps=1",
+            ]
+            .iter()
+            .flat_map(|s| ["--set", s]),
+        )
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("resnet18"), "{text}");
+}
