@@ -30,7 +30,8 @@ pub use self::folder::{
 #[cfg(feature = "hdf5")]
 pub use self::h5::{convert_cifar_to_hdf5, convert_hdf5_to_cifar, read_hdf5};
 pub use self::loader::{
-    Batch, Loader, LoaderConfig, bench_pipeline, eval_batches, eval_views, steps_per_epoch,
+    Batch, Loader, LoaderConfig, bench_pipeline, bench_views, eval_batches, eval_views,
+    steps_per_epoch,
 };
 pub use self::normalize::{NormStats, Normalize};
 pub use self::synthetic::SYNTHETIC_CLASSES;

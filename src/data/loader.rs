@@ -322,6 +322,15 @@ pub fn eval_views<'a>(
 /// Images per second that one thread turns into augmented, normalised training batches (what one
 /// loader worker can feed), measured for about `seconds`.
 pub fn bench_pipeline(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64) -> f64 {
+    bench_plan(data, stats, batch, seconds, true)
+}
+
+/// [`bench_pipeline`] for the evaluation views (an image folder's center crops).
+pub fn bench_views(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64) -> f64 {
+    bench_plan(data, stats, batch, seconds, false)
+}
+
+fn bench_plan(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64, augment: bool) -> f64 {
     let n = data.len();
     let batch = batch.max(1).min(n.max(1));
     let steps = steps_per_epoch(n, batch, true);
@@ -333,7 +342,7 @@ pub fn bench_pipeline(data: &Dataset, stats: &NormStats, batch: usize, seconds: 
         stats,
         batch,
         steps,
-        augment: true,
+        augment,
         seed: 0,
     };
     let (started, mut images, mut order) = (Instant::now(), 0usize, None);
