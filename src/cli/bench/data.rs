@@ -85,7 +85,7 @@ fn write_jpegs(root: &Path, count: usize) -> anyhow::Result<f64> {
     let (w, h) = (500, 375);
     let mut bytes = 0usize;
     for k in 0..count {
-        let split = if k % 8 == 7 { "val" } else { "train" };
+        let split = if k % 8 >= 6 { "val" } else { "train" };
         let dir = root.join(split).join(format!("c{}", k % 2));
         std::fs::create_dir_all(&dir)?;
         let jpg = encode_jpeg(&photo(k, w, h), w, h, 90).map_err(anyhow::Error::msg)?;
@@ -122,7 +122,7 @@ fn bench_jpegs(args: &BenchArgs) -> anyhow::Result<()> {
         made.elapsed().as_secs_f64(),
         root.display()
     );
-    let batch = args.batch.min(args.jpegs * 7 / 8).max(1);
+    let batch = args.batch.min(args.jpegs * 3 / 4).max(1);
     decode_rate(&root)?;
     for (name, train_crop) in [
         (
