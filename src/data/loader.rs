@@ -304,7 +304,11 @@ pub fn eval_views<'a>(
                     labels.push(u32::from(data.labels[i]));
                     kept += 1;
                 }
-                Err(s) => skipped.push(s),
+                Err(s) => {
+                    // Evaluation has no event channel: the warning goes to the run's log.
+                    tracing::warn!("evaluation skipped {}: {}", s.path.display(), s.reason);
+                    skipped.push(s);
+                }
             }
         }
         images.truncate(kept * bytes);
