@@ -48,14 +48,18 @@ pub enum Cmd {
     Eval(EvalArgs),
     /// Training and evaluation images/s and peak memory of one model.
     Bench(bench::BenchArgs),
-    /// The degradation table (final/best train and test error, plain-vs-residual gaps) of runs.
+    /// The degradation tables of runs: final/best train and test error per run, per net over
+    /// its seeds (best, mean +- std) beside the paper's Table 6, plain-vs-residual gaps.
     Report {
         /// Run directories (each with a metrics.jsonl).
         #[arg(required = true)]
         runs: Vec<PathBuf>,
-        /// Also write the table as Markdown to this file.
+        /// Also write the tables as Markdown to this file.
         #[arg(long, value_name = "FILE")]
         markdown: Option<PathBuf>,
+        /// Also draw the paper's Figure 6 (error against iterations) from the runs as SVG.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// Open the UI on runs going on in another process (after a lost connection, say).
     Watch {
@@ -126,7 +130,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Models { json }) => commands::models(json),
         Some(Cmd::Eval(args)) => commands::eval(args),
         Some(Cmd::Bench(args)) => bench::bench(args),
-        Some(Cmd::Report { runs, markdown }) => report::report(&runs, markdown.as_deref()),
+        Some(Cmd::Report {
+            runs,
+            markdown,
+            plot,
+        }) => report::report(&runs, markdown.as_deref(), plot.as_deref()),
         Some(Cmd::Watch { runs }) => {
             let ui = train::load_config(&cli.train)
                 .map(|r| r.runs[0].ui.clone())

@@ -81,9 +81,9 @@ impl Default for Config {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// "synthetic" | "cifar10" | "cifar100" | "hdf5".
+    /// "synthetic" | "cifar10" | "cifar100" | "hdf5" | "imagefolder".
     pub source: String,
-    /// Directory of the CIFAR binary files, or the HDF5 file.
+    /// Directory of the CIFAR binary files, the HDF5 file, or the image folder's root.
     pub path: String,
     /// "per_pixel_mean" | "per_channel" | "none".
     pub normalize: String,
@@ -105,6 +105,23 @@ pub struct DataConfig {
     pub hdf5_layout: String,
     pub workers: usize,
     pub prefetch: usize,
+    /// Image folders: side of the square network input.
+    pub image_size: usize,
+    /// "shorter_side" (Section 3.4) | "random_resized" (torchvision's RandomResizedCrop).
+    pub train_crop: String,
+    /// shorter_side: the shorter side is resized at random in [resize_min, resize_max].
+    pub resize_min: usize,
+    pub resize_max: usize,
+    /// random_resized: the share of the area a crop covers.
+    pub crop_scale: [f32; 2],
+    /// Evaluation: the shorter side resized to this, then the center crop.
+    pub eval_resize: usize,
+    /// Standard deviation of AlexNet's PCA colour augmentation; 0 = off.
+    pub lighting: f32,
+    /// Images whose center crops give the normalisation statistics.
+    pub stats_images: usize,
+    /// The run stops when more than this share of one batch's images cannot be decoded.
+    pub max_bad_share: f64,
 }
 
 impl Default for DataConfig {
@@ -128,6 +145,15 @@ impl Default for DataConfig {
             hdf5_layout: String::new(),
             workers: 1,
             prefetch: 4,
+            image_size: 224,
+            train_crop: "shorter_side".into(),
+            resize_min: 256,
+            resize_max: 480,
+            crop_scale: [0.08, 1.0],
+            eval_resize: 256,
+            lighting: 0.0,
+            stats_images: 2000,
+            max_bad_share: 0.1,
         }
     }
 }

@@ -6,6 +6,7 @@
 mod augment;
 mod cifar;
 mod error;
+mod folder;
 #[cfg(feature = "hdf5")]
 mod h5;
 mod loader;
@@ -15,6 +16,7 @@ pub(crate) use crate::rng;
 mod synthetic;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use self::augment::{Augment, PAD, augment_into, crop_flip, epoch_order};
 pub use self::cifar::{
@@ -22,10 +24,15 @@ pub use self::cifar::{
     write_dir as write_cifar_dir,
 };
 pub use self::error::DataError;
+pub use self::folder::{
+    Files, FolderSplits, IMAGE_EXTENSIONS, Recipe, Rgb, Skipped, TrainCrop, View, decode_rgb,
+    encode_jpeg, encode_png, scan_folder, too_many_bad,
+};
 #[cfg(feature = "hdf5")]
 pub use self::h5::{convert_cifar_to_hdf5, convert_hdf5_to_cifar, read_hdf5};
 pub use self::loader::{
-    Batch, Loader, LoaderConfig, bench_pipeline, eval_batches, steps_per_epoch,
+    Batch, Loader, LoaderConfig, bench_pipeline, bench_views, eval_batches, eval_views,
+    steps_per_epoch,
 };
 pub use self::normalize::{NormStats, Normalize};
 pub use self::synthetic::SYNTHETIC_CLASSES;
@@ -37,13 +44,32 @@ pub const PLANE: usize = SIDE * SIDE;
 /// Bytes of one CHW image.
 pub const IMAGE_BYTES: usize = 3 * PLANE;
 
-/// Images as u8 CHW (3x32x32 = 3072 bytes each: R plane, G plane, B plane), labels 0..classes.
+/// Images as u8 CHW (3 x side x side bytes each: R plane, G plane, B plane), labels 0..classes;
+/// or, for an image folder, the files to decode as they are needed (`images` is then empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     pub images: Vec<u8>,
     pub labels: Vec<u16>,
     pub classes: usize,
     pub name: String,
+    /// Side of every image in `images`, or of the views cut from `files` (the network's input).
+    pub side: usize,
+    /// Image files decoded by the loader (`data.source = "imagefolder"`), one per label.
+    pub files: Option<Arc<Files>>,
+}
+
+impl Default for Dataset {
+    /// An empty dataset of CIFAR-sized images.
+    fn default() -> Self {
+        Dataset {
+            images: Vec::new(),
+            labels: Vec::new(),
+            classes: 0,
+            name: String::new(),
+            side: SIDE,
+            files: None,
+        }
+    }
 }
 
 impl Dataset {
@@ -55,22 +81,34 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// Image `i`, CHW.
+    /// Bytes (and normalised values) of one CHW image or view.
+    pub fn image_bytes(&self) -> usize {
+        3 * self.side * self.side
+    }
+
+    /// Image `i`, CHW (in-memory datasets; an image folder has no pixels until decoded).
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
+        let n = self.image_bytes();
+        &self.images[i * n..(i + 1) * n]
     }
 
     /// The samples at `indices`, in that order.
     pub fn subset(&self, indices: &[u32], name: &str) -> Dataset {
-        let mut images = Vec::with_capacity(indices.len() * IMAGE_BYTES);
-        for &i in indices {
-            images.extend_from_slice(self.image(i as usize));
+        let files = self.files.as_ref().map(|f| Arc::new(f.subset(indices)));
+        let mut images = Vec::new();
+        if files.is_none() {
+            images.reserve(indices.len() * self.image_bytes());
+            for &i in indices {
+                images.extend_from_slice(self.image(i as usize));
+            }
         }
         Dataset {
             images,
             labels: indices.iter().map(|&i| self.labels[i as usize]).collect(),
             classes: self.classes,
             name: name.to_string(),
+            side: self.side,
+            files,
         }
     }
 }
@@ -127,6 +165,11 @@ pub enum Source {
         test_images: String,
         test_labels: String,
         layout: Option<Layout>,
+    },
+    /// torchvision's ImageFolder layout: `root/train/<class>/*.jpg` and `root/val/<class>/...`.
+    ImageFolder {
+        root: PathBuf,
+        recipe: Recipe,
     },
 }
 
@@ -188,6 +231,13 @@ pub fn load_split(source: &Source, val_split: usize, seed: u64) -> Result<Splits
             let classes = train.classes.max(test.classes);
             (train.classes, test.classes) = (classes, classes);
             (train, test)
+        }
+        Source::ImageFolder { root, recipe } => {
+            let found = folder::scan_folder(root, recipe)?;
+            for note in &found.notes {
+                tracing::warn!("{note}");
+            }
+            (found.train, found.val)
         }
         #[cfg(not(feature = "hdf5"))]
         Source::Hdf5 { path, .. } => {

@@ -90,3 +90,49 @@ fn bench_conv_picks_the_kernels_and_rejects_unknown_names() {
     assert!(!out.status.success());
     assert!(err.contains("expected auto, direct or gemm"), "{err}");
 }
+
+#[test]
+fn bench_data_pipeline_times_jpeg_decoding_and_the_224_views_of_the_jpegs_it_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("jpegs");
+    let out = Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
+        .args([
+            "bench",
+            "--data-pipeline",
+            "--model",
+            "resnet8",
+            "--batch",
+            "4",
+        ])
+        .args([
+            "--steps",
+            "1",
+            "--threads",
+            "1",
+            "--jpegs",
+            "16",
+            "--jpeg-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run resnet-tui bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "16 JPEGs of 500x375 at quality 90",
+        "JPEG decoding alone",
+        "Section 3.4",
+        "RandomResizedCrop",
+        "center 224 crop",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    // The folder is kept for torchvision: 12 training and 4 validation images.
+    let count = |split: &str| {
+        ["c0", "c1"]
+            .iter()
+            .map(|c| std::fs::read_dir(dir.join(split).join(c)).unwrap().count())
+            .sum::<usize>()
+    };
+    assert_eq!((count("train"), count("val")), (12, 4));
+}

@@ -123,6 +123,7 @@ fn evaluation_sees_the_original_images_untouched() {
         labels: vec![4, 2],
         classes: 10,
         name: "known".into(),
+        ..Default::default()
     };
     let stats = NormStats::compute(&Normalize::None, &data);
     let batches: Vec<_> = eval_batches(&data, &stats, 1).collect();

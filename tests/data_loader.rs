@@ -14,6 +14,7 @@ fn numbered() -> Arc<Dataset> {
         labels: (0..50).map(|i| i % 10).collect(),
         classes: 10,
         name: "numbered".into(),
+        ..Default::default()
     })
 }
 

@@ -10,6 +10,7 @@ fn two() -> Dataset {
         labels: vec![0, 1],
         classes: 2,
         name: "two".into(),
+        ..Default::default()
     }
 }
 

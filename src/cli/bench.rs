@@ -13,6 +13,8 @@ use crate::model::{ModelSpec, Net};
 use crate::ops::Backend;
 use crate::optim::{Sgd, SgdConfig};
 
+mod data;
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     #[arg(long, default_value = "resnet20")]
@@ -44,6 +46,14 @@ pub struct BenchArgs {
     /// augmented batches per second, against the model's training images/s.
     #[arg(long = "data-pipeline")]
     pub data_pipeline: bool,
+    /// With --data-pipeline: JPEGs (500x375, quality 90) to make and time the image folder
+    /// pipeline on (0 = skip it).
+    #[arg(long, default_value_t = 256)]
+    pub jpegs: usize,
+    /// With --data-pipeline: write the JPEGs into this directory (an image folder, kept, e.g. to
+    /// time torchvision on the same files) instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub jpeg_dir: Option<std::path::PathBuf>,
     /// Also time every convolution and batch norm of the model alone (custom backend) and show
     /// how the measured training step divides between them and the rest.
     #[arg(long)]
@@ -90,7 +100,7 @@ fn median(v: &[f64]) -> f64 {
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.data_pipeline {
-        return bench_data(&args);
+        return data::bench_data(&args);
     }
     if args.backend == "both" {
         return both(&args);
@@ -375,43 +385,5 @@ fn both(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         rows[0].eval_img_s / rows[1].eval_img_s,
         rows[0].train_peak_rss_mb / rows[1].train_peak_rss_mb.max(1e-9)
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The data side: how fast the embedded data is made, and how many training images per second
-/// one loader worker prepares (pad, crop, flip, normalise), as a multiple of what the model eats.
-fn bench_data(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    use crate::data::{NormStats, Normalize, Source, bench_pipeline, load};
-    let n = 10_000;
-    let t = Instant::now();
-    let splits = load(
-        &Source::Synthetic {
-            seed: 0,
-            train: n,
-            test: 1,
-        },
-        0,
-    )?;
-    let made = t.elapsed().as_secs_f64();
-    println!(
-        "embedded data: {n} images in {made:.3} s ({:.0} images/s)",
-        n as f64 / made
-    );
-    let stats = NormStats::compute(&Normalize::PerPixelMean, &splits.train);
-    let fed = bench_pipeline(&splits.train, &stats, args.batch, 2.0);
-    println!("one loader worker: {fed:.0} augmented training images/s");
-    let quick = BenchArgs {
-        steps: 5,
-        reps: 1,
-        ..args.clone()
-    };
-    if let Ok(r) = child(&quick, "custom") {
-        println!(
-            "{} trains {:.0} images/s: one worker feeds {:.1}x that",
-            r.model,
-            r.train_img_s,
-            fed / r.train_img_s.max(1e-9)
-        );
-    }
     Ok(ExitCode::SUCCESS)
 }

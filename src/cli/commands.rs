@@ -76,7 +76,12 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let prepared = DataCache::default().prepare(c)?;
     let shortcut =
         crate::config::validate_shortcut(&c.shortcut).map_err(|e| anyhow::anyhow!(e.message))?;
-    let spec = ModelSpec::parse(&c.model, shortcut, prepared.train.classes, 32)?;
+    let spec = ModelSpec::parse(
+        &c.model,
+        shortcut,
+        prepared.train.classes,
+        prepared.train.side,
+    )?;
     let net = Net::new(&spec, &device, c.backend, c.train.seed)?;
     net.load_safetensors(&args.weights)?;
     let test = &prepared.splits.test;

@@ -1,5 +1,10 @@
 //! `resnet-tui report RUN_DIR...`: the degradation table from runs' `metrics.jsonl`, finished or
-//! still running: final and best training/test error per run, and plain-vs-residual gaps.
+//! still running: final and best training/test error per run, the runs of each net (seeds)
+//! grouped as best (mean +- std) beside the paper's Table 6, plain-vs-residual gaps of the group
+//! means, and (`--plot`) the paper's Figure 6.
+
+mod group;
+mod plot;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -133,7 +138,8 @@ pub fn findings(runs: &[RunSummary]) -> Vec<String> {
     out
 }
 
-/// The comparison table as Markdown.
+/// The comparison tables as Markdown: one row per run, one per net (its runs grouped), the
+/// plain-vs-residual gaps of the nets' means, and the finding in words.
 pub fn markdown(runs: &[RunSummary]) -> String {
     let mut t = String::new();
     let _ = writeln!(
@@ -157,48 +163,26 @@ pub fn markdown(runs: &[RunSummary]) -> String {
             pct(r.best_test_err)
         );
     }
-    let mut depths: Vec<usize> = runs.iter().map(|r| r.depth).collect();
-    depths.sort_unstable();
-    depths.dedup();
-    let pairs: Vec<(usize, &RunSummary, &RunSummary)> = depths
-        .iter()
-        .filter_map(|d| {
-            let p = runs.iter().find(|r| r.depth == *d && r.plain)?;
-            let q = runs.iter().find(|r| r.depth == *d && !r.plain)?;
-            Some((*d, p, q))
-        })
-        .collect();
-    if !pairs.is_empty() {
-        let _ = writeln!(
-            t,
-            "\n| depth | plain train | residual train | gap | plain test | residual test | gap |"
-        );
-        let _ = writeln!(t, "|---|---|---|---|---|---|---|");
-        let gap = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) => format!("{:+.2} pt", 100.0 * (a - b)),
-            _ => "-".into(),
-        };
-        for (d, p, q) in pairs {
-            let _ = writeln!(
-                t,
-                "| {d} | {} | {} | {} | {} | {} | {} |",
-                pct(p.train_err),
-                pct(q.train_err),
-                gap(p.train_err, q.train_err),
-                pct(p.test_err),
-                pct(q.test_err),
-                gap(p.test_err, q.test_err)
-            );
-        }
+    let groups = group::group_runs(runs);
+    let _ = write!(t, "\n{}", group::grouped_table(&groups));
+    if let Some(gaps) = group::gap_table(&groups) {
+        let _ = write!(t, "\n{gaps}");
     }
-    for f in findings(runs) {
+    // Seeds of one net would make any single run's verdict arbitrary: judge the nets' means.
+    let means: Vec<RunSummary> = groups.iter().map(group::Group::mean_summary).collect();
+    for f in findings(&means) {
         let _ = writeln!(t, "\n{f}");
     }
     t
 }
 
-pub fn report(dirs: &[PathBuf], write_markdown: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn report(
+    dirs: &[PathBuf],
+    write_markdown: Option<&Path>,
+    write_plot: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let mut runs = Vec::new();
+    let mut curves = Vec::new();
     for dir in dirs {
         let path = dir.join("metrics.jsonl");
         let records = read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -206,11 +190,17 @@ pub fn report(dirs: &[PathBuf], write_markdown: Option<&Path>) -> anyhow::Result
             Some(s) => runs.push(s),
             None => anyhow::bail!("{}: no records yet", path.display()),
         }
+        curves.push(plot::Curves::from_records(&records));
     }
     let table = markdown(&runs);
     print!("{table}");
     if let Some(path) = write_markdown {
         std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    if let Some(path) = write_plot {
+        let svg = plot::figure6(&group::group_runs(&runs), &curves)?;
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
         println!("\nwrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)

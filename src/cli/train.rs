@@ -20,7 +20,7 @@ use crate::protocol::{Command, FinishReason, Target};
 pub const DEFAULT_CONFIG: &str = include_str!("../../config.toml");
 
 /// The ready experiments of `assets/experiments/`, built in.
-pub const EXPERIMENTS: [(&str, &str); 3] = [
+pub const EXPERIMENTS: [(&str, &str); 5] = [
     (
         "degradation",
         include_str!("../../assets/experiments/degradation.toml"),
@@ -29,6 +29,14 @@ pub const EXPERIMENTS: [(&str, &str); 3] = [
     (
         "cifar-table6",
         include_str!("../../assets/experiments/cifar-table6.toml"),
+    ),
+    (
+        "imagenet",
+        include_str!("../../assets/experiments/imagenet.toml"),
+    ),
+    (
+        "imagenet-degradation",
+        include_str!("../../assets/experiments/imagenet-degradation.toml"),
     ),
 ];
 
@@ -45,6 +53,8 @@ pub fn load_config(args: &TrainArgs) -> Result<Resolved, crate::config::ConfigEr
                 Some("cifar100")
             } else if p.is_file() {
                 Some("hdf5")
+            } else if p.join("train").is_dir() {
+                Some("imagefolder")
             } else {
                 None
             };

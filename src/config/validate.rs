@@ -67,8 +67,9 @@ pub fn run(c: &Config) -> Result<(), Invalid> {
     one_of(
         "data.source",
         &d.source,
-        &["synthetic", "cifar10", "cifar100", "hdf5"],
+        &["synthetic", "cifar10", "cifar100", "hdf5", "imagefolder"],
     )?;
+    image_folder(d)?;
     if d.source != "synthetic" && d.path.is_empty() {
         return Err(bad(
             "data.path",
@@ -194,5 +195,61 @@ pub fn run(c: &Config) -> Result<(), Invalid> {
         return Err(bad("ui.smoothing", "must be in [0, 1)"));
     }
     one_of("ui.markers", &u.markers, &["braille", "block", "ascii"])?;
+    Ok(())
+}
+
+/// The image folder keys (checked whatever the source, so a typo shows before it matters).
+fn image_folder(d: &super::DataConfig) -> Result<(), Invalid> {
+    if d.image_size == 0 {
+        return Err(bad("data.image_size", "must be at least 1"));
+    }
+    one_of(
+        "data.train_crop",
+        &d.train_crop,
+        &["shorter_side", "random_resized"],
+    )?;
+    if d.resize_min < d.image_size {
+        return Err(bad(
+            "data.resize_min",
+            format!(
+                "must be at least data.image_size ({}) so that the crop fits, got {}",
+                d.image_size, d.resize_min
+            ),
+        ));
+    }
+    if d.resize_max < d.resize_min {
+        return Err(bad(
+            "data.resize_max",
+            format!("must be at least data.resize_min ({})", d.resize_min),
+        ));
+    }
+    let [lo, hi] = d.crop_scale;
+    if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+        return Err(bad(
+            "data.crop_scale",
+            format!("must be [lo, hi] with 0 < lo <= hi <= 1, got [{lo}, {hi}]"),
+        ));
+    }
+    if d.eval_resize < d.image_size {
+        return Err(bad(
+            "data.eval_resize",
+            format!(
+                "must be at least data.image_size ({}) so that the center crop fits",
+                d.image_size
+            ),
+        ));
+    }
+    if !(d.lighting.is_finite() && d.lighting >= 0.0) {
+        return Err(bad("data.lighting", "must be >= 0 (0 = off)"));
+    }
+    if d.stats_images == 0 {
+        return Err(bad("data.stats_images", "must be at least 1"));
+    }
+    if !(0.0..1.0).contains(&d.max_bad_share) {
+        return Err(bad(
+            "data.max_bad_share",
+            format!("must be in [0, 1), got {}", d.max_bad_share),
+        ));
+    }
     Ok(())
 }

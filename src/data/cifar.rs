@@ -80,6 +80,7 @@ impl Records {
             labels: labels.into_iter().map(u16::from).collect(),
             classes,
             name: name.to_string(),
+            ..Dataset::default()
         }
     }
 }

@@ -184,6 +184,7 @@ pub fn read_hdf5(
         classes: labels.iter().max().map_or(0, |&m| usize::from(m) + 1),
         labels,
         name: format!("hdf5:{}", path.display()),
+        ..Dataset::default()
     })
 }
 

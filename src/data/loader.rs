@@ -6,11 +6,13 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use rayon::prelude::*;
 
 use super::augment::{Augment, crop_flip, epoch_order};
-use super::{Dataset, IMAGE_BYTES, NormStats};
+use super::folder::{Skipped, View};
+use super::{Dataset, NormStats};
 
-/// One batch: images normalised, NCHW `[B, 3, 32, 32]`, and labels.
+/// One batch: images normalised, NCHW `[B, 3, side, side]`, and labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub images: Vec<f32>,
@@ -18,6 +20,10 @@ pub struct Batch {
     pub epoch: u64,
     /// The batch's index within its epoch.
     pub index: u64,
+    /// Side of every image.
+    pub side: usize,
+    /// Images of an image folder that could not be decoded, left out of this batch.
+    pub skipped: Vec<Skipped>,
 }
 
 impl Batch {
@@ -77,22 +83,44 @@ impl Plan<'_> {
         let from = (index as usize * self.batch).min(n);
         let to = (from + self.batch).min(n);
         let picks = &perm[from..to];
+        let bytes = self.data.image_bytes();
         let mut b = Batch {
-            images: vec![0.0; picks.len() * IMAGE_BYTES],
+            images: vec![0.0; picks.len() * bytes],
             labels: Vec::with_capacity(picks.len()),
             epoch,
             index,
+            side: self.data.side,
+            skipped: Vec::new(),
         };
-        let mut scratch = vec![0f32; IMAGE_BYTES];
-        for (out, &i) in b.images.chunks_exact_mut(IMAGE_BYTES).zip(picks) {
-            let aug = if self.augment {
-                Augment::draw(self.seed, epoch, u64::from(i))
+        let mut scratch = vec![0f32; bytes];
+        let mut kept = 0;
+        for &i in picks {
+            let out = &mut b.images[kept * bytes..(kept + 1) * bytes];
+            let filled = if let Some(files) = &self.data.files {
+                let view = if self.augment {
+                    View::train(self.seed, epoch, u64::from(i), &files.recipe)
+                } else {
+                    View::center()
+                };
+                files.fill(i as usize, &view, self.stats, out)
             } else {
-                Augment::NONE
+                let aug = if self.augment {
+                    Augment::draw(self.seed, epoch, u64::from(i))
+                } else {
+                    Augment::NONE
+                };
+                fill_one(self.data, self.stats, i as usize, aug, &mut scratch, out);
+                Ok(())
             };
-            fill_one(self.data, self.stats, i as usize, aug, &mut scratch, out);
-            b.labels.push(u32::from(self.data.labels[i as usize]));
+            match filled {
+                Ok(()) => {
+                    b.labels.push(u32::from(self.data.labels[i as usize]));
+                    kept += 1;
+                }
+                Err(s) => b.skipped.push(s),
+            }
         }
+        b.images.truncate(kept * bytes);
         b
     }
 }
@@ -123,6 +151,8 @@ pub struct Loader {
     workers: Vec<JoinHandle<()>>,
     cursor: AtomicU64,
     steps: u64,
+    /// Images left out of the batches handed out so far.
+    skipped: AtomicU64,
 }
 
 impl Loader {
@@ -144,6 +174,7 @@ impl Loader {
                 workers: Vec::new(),
                 cursor: AtomicU64::new(0),
                 steps,
+                skipped: AtomicU64::new(0),
             };
         }
         let start = start_epoch
@@ -184,6 +215,7 @@ impl Loader {
             workers,
             cursor: AtomicU64::new(0),
             steps,
+            skipped: AtomicU64::new(0),
         }
     }
 
@@ -193,9 +225,17 @@ impl Loader {
             return None;
         }
         let k = self.cursor.fetch_add(1, Ordering::Relaxed);
-        self.channels[(k % self.channels.len() as u64) as usize]
+        let b = self.channels[(k % self.channels.len() as u64) as usize]
             .recv()
-            .ok()
+            .ok()?;
+        self.skipped
+            .fetch_add(b.skipped.len() as u64, Ordering::Relaxed);
+        Some(b)
+    }
+
+    /// Images left out (undecodable) of all the batches this loader has handed out.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     pub fn steps_per_epoch(&self) -> u64 {
@@ -221,27 +261,64 @@ impl Drop for Loader {
     }
 }
 
-/// Evaluation batches: the dataset in order, the original views, normalised.
+/// Evaluation batches: the dataset in order, the original views (an image folder's center crops,
+/// decoded in parallel), normalised. Undecodable images are left out and listed in `skipped`.
 pub fn eval_batches<'a>(
     data: &'a Dataset,
     stats: &'a NormStats,
     batch: usize,
 ) -> impl Iterator<Item = Batch> + 'a {
+    eval_views(data, stats, batch, View::center())
+}
+
+/// [`eval_batches`] with another test view of an image folder (one of the 10 crops, see
+/// [`View::test`]); in-memory datasets always give their original views.
+pub fn eval_views<'a>(
+    data: &'a Dataset,
+    stats: &'a NormStats,
+    batch: usize,
+    view: View,
+) -> impl Iterator<Item = Batch> + 'a {
     let b = batch.max(1);
+    let bytes = data.image_bytes();
     (0..data.len().div_ceil(b)).map(move |k| {
         let (from, to) = (k * b, ((k + 1) * b).min(data.len()));
-        let mut images = vec![0f32; (to - from) * IMAGE_BYTES];
-        for (out, i) in images.chunks_exact_mut(IMAGE_BYTES).zip(from..to) {
-            stats.apply(data.image(i), out);
+        let mut images = vec![0f32; (to - from) * bytes];
+        let mut results: Vec<Result<(), Skipped>> = Vec::with_capacity(to - from);
+        images
+            .par_chunks_exact_mut(bytes)
+            .zip(from..to)
+            .map(|(out, i)| match &data.files {
+                Some(files) => files.fill(i, &view, stats, out),
+                None => {
+                    stats.apply(data.image(i), out);
+                    Ok(())
+                }
+            })
+            .collect_into_vec(&mut results);
+        let (mut labels, mut skipped, mut kept) = (Vec::new(), Vec::new(), 0);
+        for (i, r) in (from..to).zip(results) {
+            match r {
+                Ok(()) => {
+                    images.copy_within((i - from) * bytes..(i - from + 1) * bytes, kept * bytes);
+                    labels.push(u32::from(data.labels[i]));
+                    kept += 1;
+                }
+                Err(s) => {
+                    // Evaluation has no event channel: the warning goes to the run's log.
+                    tracing::warn!("evaluation skipped {}: {}", s.path.display(), s.reason);
+                    skipped.push(s);
+                }
+            }
         }
+        images.truncate(kept * bytes);
         Batch {
             images,
-            labels: data.labels[from..to]
-                .iter()
-                .map(|&l| u32::from(l))
-                .collect(),
+            labels,
             epoch: 0,
             index: k as u64,
+            side: data.side,
+            skipped,
         }
     })
 }
@@ -249,6 +326,15 @@ pub fn eval_batches<'a>(
 /// Images per second that one thread turns into augmented, normalised training batches (what one
 /// loader worker can feed), measured for about `seconds`.
 pub fn bench_pipeline(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64) -> f64 {
+    bench_plan(data, stats, batch, seconds, true)
+}
+
+/// [`bench_pipeline`] for the evaluation views (an image folder's center crops).
+pub fn bench_views(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64) -> f64 {
+    bench_plan(data, stats, batch, seconds, false)
+}
+
+fn bench_plan(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64, augment: bool) -> f64 {
     let n = data.len();
     let batch = batch.max(1).min(n.max(1));
     let steps = steps_per_epoch(n, batch, true);
@@ -260,7 +346,7 @@ pub fn bench_pipeline(data: &Dataset, stats: &NormStats, batch: usize, seconds: 
         stats,
         batch,
         steps,
-        augment: true,
+        augment,
         seed: 0,
     };
     let (started, mut images, mut order) = (Instant::now(), 0usize, None);

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Dataset, IMAGE_BYTES, PLANE};
+use super::Dataset;
 
 /// The normalisation a run uses (config `data.normalize`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,8 +20,8 @@ pub enum Normalize {
     None,
 }
 
-/// The statistics a normalisation uses: `kind` is "per_pixel_mean" (mean has 3072 values, CHW,
-/// std empty), "per_channel" (3 and 3) or "none" (both empty). Values are on the [0, 1] scale.
+/// The statistics a normalisation uses: `kind` is "per_pixel_mean" (mean has one value per CHW
+/// byte of an image, 3072 at 32x32, std empty), "per_channel" (3 and 3) or "none" (both empty). Values are on the [0, 1] scale.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NormStats {
     pub kind: String,
@@ -33,7 +33,12 @@ const SCALE: f32 = 1.0 / 255.0;
 
 impl NormStats {
     /// The statistics of `n` on the training set `train` (given values are kept as given).
+    /// An image folder's statistics come from the evaluation views of a fixed sample of its
+    /// images (decoding all of ImageNet before the first step would take an hour).
     pub fn compute(n: &Normalize, train: &Dataset) -> NormStats {
+        if let Some(files) = &train.files {
+            return Self::compute(n, &files.sample_views(train));
+        }
         match n {
             Normalize::PerPixelMean => NormStats {
                 kind: "per_pixel_mean".into(),
@@ -57,17 +62,28 @@ impl NormStats {
         }
     }
 
-    /// Normalises one CHW u8 image into `out` (both 3072 long; a shorter one limits the work).
-    /// Statistics of an unexpected shape (say, from a hand-edited checkpoint) count as "none".
+    /// What one unit of a channel's [0, 1] scale becomes after normalising (colour augmentation
+    /// adds its shifts in the normalised space).
+    pub fn channel_gain(&self, c: usize) -> f32 {
+        match self.std.get(c) {
+            Some(s) if self.mean.len() == 3 && self.std.len() == 3 => 1.0 / s.max(1e-6),
+            _ => 1.0,
+        }
+    }
+
+    /// Normalises one CHW u8 image into `out` (both 3 x side x side long; a shorter one limits
+    /// the work). Statistics of an unexpected shape (say, from a hand-edited checkpoint, or a mean
+    /// image of another size) count as "none".
     pub fn apply(&self, chw_u8: &[u8], out: &mut [f32]) {
-        let n = chw_u8.len().min(out.len()).min(IMAGE_BYTES);
+        let n = chw_u8.len().min(out.len());
         let (src, out) = (&chw_u8[..n], &mut out[..n]);
-        if self.mean.len() == IMAGE_BYTES {
+        let plane = (n / 3).max(1);
+        if self.mean.len() == n {
             for ((o, &p), &m) in out.iter_mut().zip(src).zip(&self.mean) {
                 *o = f32::from(p) * SCALE - m;
             }
         } else if self.mean.len() == 3 && self.std.len() == 3 {
-            for (c, (o, p)) in out.chunks_mut(PLANE).zip(src.chunks(PLANE)).enumerate() {
+            for (c, (o, p)) in out.chunks_mut(plane).zip(src.chunks(plane)).enumerate() {
                 let inv = 1.0 / self.std[c].max(1e-6);
                 let (a, b) = (SCALE * inv, -self.mean[c] * inv);
                 for (o, &p) in o.iter_mut().zip(p) {
@@ -84,8 +100,8 @@ impl NormStats {
 
 /// The mean image of `d`, CHW, on the [0, 1] scale.
 fn mean_image(d: &Dataset) -> Vec<f32> {
-    let mut sum = vec![0u64; IMAGE_BYTES];
-    for img in d.images.chunks_exact(IMAGE_BYTES) {
+    let mut sum = vec![0u64; d.image_bytes()];
+    for img in d.images.chunks_exact(d.image_bytes()) {
         for (s, &p) in sum.iter_mut().zip(img) {
             *s += u64::from(p);
         }
@@ -96,12 +112,13 @@ fn mean_image(d: &Dataset) -> Vec<f32> {
 
 fn channel_sums(d: &Dataset, f: impl Fn(usize, u8) -> f64) -> [f64; 3] {
     let mut sum = [0f64; 3];
-    for img in d.images.chunks_exact(IMAGE_BYTES) {
-        for (c, plane) in img.chunks_exact(PLANE).enumerate() {
+    let plane = d.side * d.side;
+    for img in d.images.chunks_exact(d.image_bytes()) {
+        for (c, plane) in img.chunks_exact(plane).enumerate() {
             sum[c] += plane.iter().map(|&p| f(c, p)).sum::<f64>();
         }
     }
-    let count = (d.len() * PLANE).max(1) as f64;
+    let count = (d.len() * plane).max(1) as f64;
     sum.map(|s| s / count)
 }
 

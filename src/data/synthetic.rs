@@ -52,6 +52,7 @@ pub fn generate(seed: u64, split: u64, n: usize, name: &str) -> Dataset {
         labels: (0..n).map(|i| (i % 10) as u16).collect(),
         classes: 10,
         name: name.to_string(),
+        ..Dataset::default()
     }
 }
 

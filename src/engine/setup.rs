@@ -97,12 +97,37 @@ fn source(d: &DataConfig) -> Result<Source, data::DataError> {
             test_labels: d.hdf5_test_labels.clone(),
             layout: data::Layout::from_name(&d.hdf5_layout),
         },
+        "imagefolder" => Source::ImageFolder {
+            root: PathBuf::from(&d.path),
+            recipe: recipe(d),
+        },
         _ => Source::Synthetic {
             seed: d.synthetic_seed,
             train: d.synthetic_train,
             test: d.synthetic_test,
         },
     })
+}
+
+/// How an image folder's images become inputs (the `data.image_size` .. `data.stats_images` keys).
+pub fn recipe(d: &DataConfig) -> data::Recipe {
+    let train_crop = match d.train_crop.as_str() {
+        "random_resized" => data::TrainCrop::RandomResized {
+            scale_min: d.crop_scale[0],
+            scale_max: d.crop_scale[1],
+        },
+        _ => data::TrainCrop::ShorterSide {
+            min: d.resize_min,
+            max: d.resize_max,
+        },
+    };
+    data::Recipe {
+        side: d.image_size,
+        train_crop,
+        eval_resize: d.eval_resize,
+        lighting: d.lighting,
+        stats_images: d.stats_images,
+    }
 }
 
 pub fn normalize(d: &DataConfig) -> Normalize {
@@ -122,7 +147,7 @@ impl DataCache {
         // The validation split is drawn from the run's seed: runs of other seeds hold out others.
         let split_seed = if d.val_split > 0 { c.train.seed } else { 0 };
         let key = format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{:?}",
             d.source,
             d.path,
             d.val_split,
@@ -130,7 +155,8 @@ impl DataCache {
             d.synthetic_seed,
             d.synthetic_train,
             d.synthetic_test,
-            d.coarse
+            d.coarse,
+            (d.source == "imagefolder").then(|| recipe(d)),
         );
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let (splits, train) = match loaded.get(&key) {

@@ -19,6 +19,7 @@ use crate::protocol::{
 };
 use crate::schedule::LrControl;
 
+mod bad_input;
 mod deferred;
 mod evaluation;
 mod prepare;
@@ -261,6 +262,7 @@ impl Trainer {
             let Some(batch) = loader.next() else {
                 return Err("the data loader stopped".into());
             };
+            self.check_input(&batch, &loader, clock)?;
             let finite = if self.deferred {
                 self.train_step_deferred(&batch, clock)?;
                 self.step += 1;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conv;
+pub mod folder;
 pub mod numeric;
 
 use std::path::{Path, PathBuf};

@@ -78,7 +78,11 @@ pub fn evaluate(
             break;
         }
         let n = b.labels.len().min(limit - seen);
-        let x = Tensor::from_slice(&b.images[..n * 3072], (n, 3, 32, 32), device)?;
+        let x = Tensor::from_slice(
+            &b.images[..n * 3 * b.side * b.side],
+            (n, 3, b.side, b.side),
+            device,
+        )?;
         let y = Tensor::from_slice(&b.labels[..n], n, device)?;
         let logits = net.forward_t(&x, false)?.detach();
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()? as f64;

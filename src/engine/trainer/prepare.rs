@@ -36,7 +36,8 @@ impl Trainer {
         let prepared = cache.prepare(&c)?;
         let classes = prepared.train.classes;
         let shortcut = validate_shortcut(&c.shortcut).map_err(|e| err(&e.message))?;
-        let spec = ModelSpec::parse(&c.model, shortcut, classes, 32).map_err(|e| err(&e))?;
+        let spec = ModelSpec::parse(&c.model, shortcut, classes, prepared.train.side)
+            .map_err(|e| err(&e))?;
         // Drawn on the host from the run's seed: the same start on the CPU and on CUDA.
         let net = Net::new(&spec, &device, c.backend, c.train.seed).map_err(|e| err(&e))?;
         let params = net

@@ -37,7 +37,7 @@ impl Trainer {
     /// The forward and backward pass of one batch; the metrics stay on the device.
     fn forward_backward(&self, batch: &data::Batch) -> candle_core::Result<Pass> {
         let b = batch.labels.len();
-        let x = Tensor::from_slice(&batch.images, (b, 3, 32, 32), &self.device)?;
+        let x = Tensor::from_slice(&batch.images, (b, 3, batch.side, batch.side), &self.device)?;
         let y = Tensor::from_slice(&batch.labels, b, &self.device)?;
         let logits = self.net.forward_t(&x, true)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;

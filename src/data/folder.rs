@@ -1,0 +1,132 @@
+//! Image folders in torchvision's ImageFolder layout: `root/train/<class>/*.{jpg,jpeg,png}` and
+//! `root/val/<class>/...`, classes numbered in sorted folder order. The file list is built once;
+//! images are decoded by the loader workers as batches are made (ImageNet does not fit in memory).
+
+mod decode;
+mod encode;
+mod recipe;
+mod resample;
+mod scan;
+
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+
+use super::augment::epoch_order;
+use super::{Dataset, NormStats};
+
+pub use self::decode::{Rgb, decode_rgb};
+pub use self::encode::{encode_jpeg, encode_png};
+pub use self::recipe::{Recipe, TrainCrop, View};
+pub use self::scan::{FolderSplits, IMAGE_EXTENSIONS, scan_folder};
+
+/// The files of one split, one per label of its `Dataset`, and how views are cut from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Files {
+    pub paths: Vec<PathBuf>,
+    /// Class `k`'s folder name (for the UI and reports).
+    pub class_names: Vec<String>,
+    pub recipe: Recipe,
+}
+
+/// An image left out of a batch: the file and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Fixed seed of the sample the normalisation statistics come from.
+const STATS_SEED: u64 = 0x5747;
+
+impl Files {
+    pub fn subset(&self, indices: &[u32]) -> Files {
+        Files {
+            paths: indices
+                .iter()
+                .map(|&i| self.paths[i as usize].clone())
+                .collect(),
+            class_names: self.class_names.clone(),
+            recipe: self.recipe.clone(),
+        }
+    }
+
+    /// Sample `i` cut as `view` into `out` (3 x side x side, CHW, normalised by `stats`), with
+    /// the colour augmentation of (seed, epoch, i) when the recipe asks for it and `train`.
+    pub fn fill(
+        &self,
+        i: usize,
+        view: &View,
+        stats: &NormStats,
+        out: &mut [f32],
+    ) -> Result<(), Skipped> {
+        let side = self.recipe.side;
+        let mut pixels = vec![0u8; 3 * side * side];
+        self.cut(i, view, &mut pixels)?;
+        stats.apply(&pixels, out);
+        if let Some(shift) = view.lighting {
+            let plane = side * side;
+            for (c, o) in out.chunks_exact_mut(plane).enumerate() {
+                let add = shift[c] * stats.channel_gain(c);
+                o.iter_mut().for_each(|v| *v += add);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sample `i` decoded and cut as `view` into `out` as u8 CHW.
+    pub fn cut(&self, i: usize, view: &View, out: &mut [u8]) -> Result<(), Skipped> {
+        let path = &self.paths[i];
+        let skipped = |reason: String| Skipped {
+            path: path.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| skipped(format!("cannot read: {e}")))?;
+        let img = decode_rgb(&bytes).map_err(skipped)?;
+        let rect = view.rect(img.width, img.height, &self.recipe);
+        resample::crop_resize(&img, rect, self.recipe.side, view.flip, out);
+        Ok(())
+    }
+
+    /// The evaluation views of a fixed sample of `d` (at most `recipe.stats_images`), in memory:
+    /// what the normalisation statistics are computed from. Undecodable images are left out.
+    pub fn sample_views(&self, d: &Dataset) -> Dataset {
+        let n = self.paths.len();
+        let take = self.recipe.stats_images.min(n);
+        let order = epoch_order(STATS_SEED, 0, n);
+        let bytes = d.image_bytes();
+        let views: Vec<Option<Vec<u8>>> = order[..take]
+            .par_iter()
+            .map(|&i| {
+                let mut out = vec![0u8; bytes];
+                self.cut(i as usize, &View::center(), &mut out).ok()?;
+                Some(out)
+            })
+            .collect();
+        let images: Vec<u8> = views.into_iter().flatten().flatten().collect();
+        Dataset {
+            labels: vec![0; images.len() / bytes.max(1)],
+            images,
+            classes: d.classes,
+            name: format!("{} sample", d.name),
+            side: d.side,
+            files: None,
+        }
+    }
+}
+
+/// The error that stops a run when more than `max_share` of the `requested` images of one batch
+/// could not be used; `None` while the batch is good enough to train on.
+pub fn too_many_bad(skipped: &[Skipped], requested: usize, max_share: f64) -> Option<String> {
+    let bad = skipped.len();
+    if bad == 0 || (bad as f64) <= max_share * requested as f64 && bad < requested {
+        return None;
+    }
+    let first = &skipped[0];
+    Some(format!(
+        "{bad} of {requested} images of one batch could not be used, more than \
+         data.max_bad_share = {max_share}; the first: {}: {}",
+        first.path.display(),
+        first.reason
+    ))
+}
