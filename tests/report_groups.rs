@@ -82,8 +82,8 @@ fn seeds_of_a_net_report_best_mean_and_sample_std_beside_table6() {
             .lines()
             .filter(|l| l.starts_with("| resnet110 |"))
             .count(),
-        3 + 1,
-        "three run rows and one net row:\n{table}"
+        3 + 1 + 3,
+        "three run rows, one net row, three rows of seed/threads/kernels:\n{table}"
     );
     // Columns: net, model, depth, n, steps, train, test, Table 6 (cells[0] is the empty lead).
     let r = net_row(&table, "resnet110", "resnet110");

@@ -31,6 +31,11 @@ pub struct RunSummary {
     pub best_train_err: Option<f64>,
     pub test_err: Option<f64>,
     pub best_test_err: Option<f64>,
+    /// What the run's results depend on beyond its config (from its start event).
+    pub seed: u64,
+    pub threads: usize,
+    pub kernels: String,
+    pub device: String,
 }
 
 fn min(v: impl Iterator<Item = f64>) -> Option<f64> {
@@ -51,12 +56,18 @@ pub fn summarize(records: &[MetricsRecord]) -> Option<RunSummary> {
         best_train_err: None,
         test_err: None,
         best_test_err: None,
+        seed: 0,
+        threads: 0,
+        kernels: String::new(),
+        device: String::new(),
     };
     for r in records {
         if let Some(Event::Started(i)) = &r.event {
             s.model = i.model.clone();
             s.depth = i.depth;
             s.plain = i.plain;
+            (s.seed, s.threads) = (i.seed, i.threads);
+            (s.kernels, s.device) = (i.kernels.clone(), i.device.clone());
         }
         s.steps = s.steps.max(r.step);
         s.time_s = s.time_s.max(r.time_s);
@@ -172,6 +183,24 @@ pub fn markdown(runs: &[RunSummary]) -> String {
     let means: Vec<RunSummary> = groups.iter().map(group::Group::mean_summary).collect();
     for f in findings(&means) {
         let _ = writeln!(t, "\n{f}");
+    }
+    // Last, so the tables above keep their place: what each run's bits depend on.
+    let _ = writeln!(t, "\n| run | seed | threads | kernels | device |");
+    let _ = writeln!(t, "|---|---|---|---|---|");
+    for r in runs {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} |",
+            r.name,
+            r.seed,
+            r.threads,
+            if r.kernels.is_empty() {
+                "-"
+            } else {
+                &r.kernels
+            },
+            r.device
+        );
     }
     t
 }

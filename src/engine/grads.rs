@@ -79,18 +79,8 @@ pub fn restore(net: &Net, saved: Vec<Tensor>) -> Result<()> {
 
 /// Whether every parameter and buffer is finite (checked before any checkpoint is written).
 pub fn all_finite(net: &Net) -> Result<bool> {
-    let parts: Vec<Tensor> = net
-        .state_dict()
-        .iter()
-        .map(|(_, t)| t.abs()?.sum_all())
-        .collect::<Result<_>>()?;
-    if parts.is_empty() {
-        return Ok(true);
-    }
-    Ok(Tensor::stack(&parts, 0)?
-        .sum_all()?
-        .to_scalar::<f32>()?
-        .is_finite())
+    let state = net.state_dict();
+    crate::optim::all_finite(state.iter().map(|(_, t)| t))
 }
 
 #[cfg(test)]

@@ -103,6 +103,10 @@ impl Group {
             best_train_err: None,
             test_err: self.test.as_ref().map(|s| s.mean),
             best_test_err: None,
+            seed: 0,
+            threads: 0,
+            kernels: String::new(),
+            device: String::new(),
         }
     }
 }
