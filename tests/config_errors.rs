@@ -116,6 +116,7 @@ fn a_bad_set_override_names_the_override() {
 fn the_repository_config_is_valid() {
     let resolved =
         resnet_tui::config::Config::load(std::path::Path::new("config.toml"), &[]).unwrap();
-    assert_eq!(resolved.runs.len(), 1);
-    assert_eq!(resolved.runs[0].model, "resnet20");
+    // The degradation demo: plain and residual nets at two depths.
+    let models: Vec<&str> = resolved.runs.iter().map(|r| r.model.as_str()).collect();
+    assert_eq!(models, ["plain14", "plain32", "resnet14", "resnet32"]);
 }

@@ -68,6 +68,9 @@ fn spawn(
         })
         .unwrap();
     let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_resnet-tui"));
+    // An empty config: the built-in defaults, not the repository's four-run demo.
+    cmd.arg("--config");
+    cmd.arg("/dev/null");
     cmd.arg("--runs-dir");
     cmd.arg(runs);
     for s in common::TINY

@@ -72,6 +72,8 @@ pub fn losses(events: &[Event]) -> Vec<(u64, f64)> {
 /// The binary under test, with the tiny settings and a runs directory.
 pub fn binary(runs_dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_resnet-tui"));
+    // An empty config: the built-in defaults, not the repository's four-run demo.
+    cmd.args(["--config", "/dev/null"]);
     cmd.arg("--headless").arg("--runs-dir").arg(runs_dir);
     for s in TINY.iter().chain(extra) {
         cmd.arg("--set").arg(s);
