@@ -2,10 +2,11 @@
 
 mod bench;
 mod commands;
+mod detach;
 mod headless;
 mod report;
 mod train;
-mod watch;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,9 +62,12 @@ pub enum Cmd {
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
     },
-    /// Open the UI on runs going on in another process (after a lost connection, say).
+    /// Open the UI on runs going on in other processes, here or on other machines: re-attach
+    /// after `d` or a lost connection, or watch a whole shared runs directory. Leaving (q, Ctrl-C)
+    /// never stops them.
     Watch {
-        /// Run directories (each with a metrics.jsonl).
+        /// Run directories (each with a metrics.jsonl) or directories holding them (runs/);
+        /// runs that start there later appear by themselves.
         #[arg(required = true)]
         runs: Vec<PathBuf>,
     },
@@ -101,6 +105,9 @@ pub struct TrainArgs {
     /// A device: auto, cpu, cuda:N (same as --set device=...).
     #[arg(long, global = true)]
     pub device: Option<String>,
+    /// The GPUs device = "auto" spreads the runs over, e.g. 0,1,3 (same as --set devices=[...]).
+    #[arg(long, global = true, value_delimiter = ',', value_name = "N,N...")]
+    pub devices: Option<Vec<usize>>,
     /// A ready experiment from assets/experiments: degradation, quick, cifar-table6 (or a path).
     #[arg(long, global = true)]
     pub experiment: Option<String>,

@@ -42,8 +42,11 @@ pub struct Config {
     pub model: String,
     /// "A" | "B" | "C"; empty = the family's default (A for CIFAR nets, B for ImageNet nets).
     pub shortcut: String,
-    /// "auto" | "cpu" | "cuda:N".
+    /// "auto" | "cpu" | "cuda:N". With "auto", runs go round-robin over the GPUs of `devices`.
     pub device: String,
+    /// The CUDA ordinals `device = "auto"` may use (empty: every visible GPU).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<usize>,
     /// "custom" (our CPU kernels) | "stock" (candle's ops).
     pub backend: crate::ops::Backend,
     pub data: DataConfig,
@@ -65,6 +68,7 @@ impl Default for Config {
             model: "resnet20".into(),
             shortcut: String::new(),
             device: "auto".into(),
+            devices: Vec::new(),
             backend: crate::ops::Backend::Custom,
             data: DataConfig::default(),
             train: TrainConfig::default(),

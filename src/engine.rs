@@ -4,6 +4,7 @@
 mod checkpoint;
 pub mod control;
 mod grads;
+pub mod heartbeat;
 mod metrics;
 mod setup;
 mod trainer;
@@ -20,7 +21,10 @@ use crate::protocol::{Addressed, Command, Event, FinishReason, RunId, Target};
 
 pub use checkpoint::{CheckpointError, CheckpointState, load_checkpoint, resolve_checkpoint};
 pub use metrics::{MetricsRecord, read_metrics};
-pub use setup::{DataCache, EngineError, describe_device as describe, select_device};
+pub use setup::{
+    DataCache, EngineError, cuda_device_count, describe_device as describe, place, select_device,
+    split_threads,
+};
 pub use trainer::evaluate;
 
 /// One run to start: its resolved settings and where it writes.
@@ -47,17 +51,37 @@ pub struct Engine {
 
 impl Engine {
     /// Prepares every run (data, model, device: errors come back before any thread starts) and
-    /// starts one thread per run.
-    pub fn start(plans: Vec<RunPlan>) -> Result<Engine, EngineError> {
+    /// starts one thread per run. Runs with `device = "auto"` go round-robin over the GPUs (see
+    /// [`place`]); runs that share the CPU split its compute threads between them.
+    pub fn start(mut plans: Vec<RunPlan>) -> Result<Engine, EngineError> {
+        let requested: Vec<String> = plans.iter().map(|p| p.config.device.clone()).collect();
+        let allowed = plans
+            .first()
+            .map(|p| p.config.devices.clone())
+            .unwrap_or_default();
+        let placed =
+            place(&requested, &allowed, cuda_device_count()).map_err(EngineError::Device)?;
+        for (plan, device) in plans.iter_mut().zip(placed) {
+            plan.config.device = device;
+        }
         let (event_tx, events) = unbounded();
         let cache = DataCache::default();
         let mut prepared = Vec::new();
         for plan in plans {
             prepared.push(trainer::Trainer::prepare(plan, &cache, event_tx.clone())?);
         }
+        let cpu_runs = prepared.iter().filter(|t| t.on_cpu()).count();
+        let mut shares = split_threads(rayon::current_num_threads(), cpu_runs).into_iter();
         let mut run_txs = Vec::new();
         let mut threads = Vec::new();
+        let mut beating = Vec::new();
         for t in prepared {
+            // One run on the CPU uses the global pool; several get a pool each, of their share
+            // of the threads, so they do not fight over the same cores step by step.
+            let pool = match (t.on_cpu(), cpu_runs > 1) {
+                (true, true) => Some(run_pool(t.name(), shares.next().unwrap_or(1))?),
+                _ => None,
+            };
             let (tx, rx) = unbounded::<Command>();
             run_txs.push(tx.clone());
             let name = format!("run-{}", t.name());
@@ -66,13 +90,17 @@ impl Engine {
                 run: t.name().to_string(),
                 message: format!("{}: {e}", t.dir().join(control::CONTROL_FILE).display()),
             })?;
+            beating.push((t.dir().to_path_buf(), done.clone()));
             let flag = done.clone();
             let handle = std::thread::Builder::new()
                 .name(name)
                 // candle's backward recurses through the graph: resnet1202 needs a deep stack.
-                .stack_size(64 << 20)
+                .stack_size(RUN_STACK)
                 .spawn(move || {
-                    let reason = t.run(rx);
+                    let reason = match pool {
+                        Some(pool) => pool.install(|| t.run(rx)),
+                        None => t.run(rx),
+                    };
                     flag.store(true, Ordering::Relaxed);
                     reason
                 })
@@ -83,6 +111,7 @@ impl Engine {
                 .spawn(move || control::follow(control, tx, done))
                 .map_err(|e| EngineError::Thread(e.to_string()))?;
         }
+        heartbeat::spawn(beating).map_err(|e| EngineError::Thread(e.to_string()))?;
         let (commands, command_rx) = unbounded::<Addressed>();
         let router = std::thread::Builder::new()
             .name("router".into())
@@ -133,6 +162,21 @@ impl Engine {
         drop(self.router.take());
         reasons
     }
+}
+
+/// The stack of a run's thread: candle's backward recurses through the graph, and resnet1202
+/// needs a deep one.
+const RUN_STACK: usize = 64 << 20;
+
+/// A compute pool of its own for one of several runs on the CPU.
+fn run_pool(name: &str, threads: usize) -> Result<rayon::ThreadPool, EngineError> {
+    let prefix = name.to_string();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .stack_size(RUN_STACK)
+        .thread_name(move |i| format!("{prefix}-{i}"))
+        .build()
+        .map_err(|e| EngineError::Thread(e.to_string()))
 }
 
 /// Forwards addressed commands to the runs they are for.

@@ -225,6 +225,16 @@ pub enum Event {
         step: u64,
         reason: FinishReason,
     },
+    /// The process behind a watched run has died or stopped beating (from `watch`, never from a
+    /// trainer): why, and how to resume it.
+    Gone {
+        run: RunId,
+        message: String,
+    },
+    /// A run thought gone beats again.
+    Back {
+        run: RunId,
+    },
 }
 
 impl Event {
@@ -240,7 +250,9 @@ impl Event {
             | Event::Resumed { run, .. }
             | Event::CheckpointSaved { run, .. }
             | Event::NonFinite { run, .. }
-            | Event::Finished { run, .. } => Some(*run),
+            | Event::Finished { run, .. }
+            | Event::Gone { run, .. }
+            | Event::Back { run } => Some(*run),
             Event::Warning { run, .. } | Event::Error { run, .. } => *run,
         }
     }
@@ -259,7 +271,9 @@ impl Event {
             | Event::Resumed { run, .. }
             | Event::CheckpointSaved { run, .. }
             | Event::NonFinite { run, .. }
-            | Event::Finished { run, .. } => *run = id,
+            | Event::Finished { run, .. }
+            | Event::Gone { run, .. }
+            | Event::Back { run } => *run = id,
             Event::Warning { run, .. } | Event::Error { run, .. } => {
                 if run.is_some() {
                     *run = Some(id);

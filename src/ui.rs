@@ -62,6 +62,9 @@ pub struct UiConfig {
     pub markers: Markers,
     /// Colour at all; only the 16 basic ANSI colours are ever used, so 16-colour terminals work.
     pub color: bool,
+    /// A viewer of runs that live in other processes (`watch`): leaving it (q, Ctrl-C, d) never
+    /// stops them; stopping them is an explicit choice in its quit dialog.
+    pub viewer: bool,
 }
 
 impl Default for UiConfig {
@@ -73,6 +76,7 @@ impl Default for UiConfig {
             smoothing: 0.6,
             markers: Markers::Braille,
             color: true,
+            viewer: false,
         }
     }
 }
@@ -93,6 +97,7 @@ impl UiConfig {
             smoothing: smoothing.clamp(0.0, 0.999),
             markers: Markers::parse(markers),
             color: color_from_env(|k| std::env::var(k).ok()),
+            viewer: false,
         }
     }
 }
@@ -125,6 +130,8 @@ pub enum UiExit {
     Interrupted,
     /// The terminal went away; the runs go on.
     Detached,
+    /// The user asked to leave the runs going (`d`, or q / Ctrl-C in a viewer).
+    Detach,
     /// The user quit after every run had finished.
     AllFinished,
 }

@@ -405,3 +405,79 @@ fn a_run_that_ends_badly_stays_on_screen_until_acknowledged() {
     press(&mut app, KeyCode::Esc);
     assert!(app.failures.is_empty());
 }
+
+/// The same two runs in a viewer (`watch`): they live in other processes.
+fn two_watched_runs() -> App {
+    let mut app = two_runs();
+    app.cfg.viewer = true;
+    app
+}
+
+#[test]
+fn d_detaches_the_training_ui_and_stops_nothing() {
+    let mut app = two_runs();
+    assert_eq!(chr(&mut app, 'd'), None);
+    assert_eq!(app.exit, Some(UiExit::Detach));
+    // Also offered in the quit dialog.
+    let mut app = two_runs();
+    chr(&mut app, 'q');
+    assert_eq!(chr(&mut app, 'd'), None);
+    assert_eq!(app.exit, Some(UiExit::Detach));
+}
+
+#[test]
+fn ctrl_c_and_d_leave_a_viewer_without_stopping_its_runs() {
+    for key in [
+        KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+        KeyEvent::new(KeyCode::Char('d'), KeyModifiers::NONE),
+    ] {
+        let mut app = two_watched_runs();
+        assert_eq!(app.update(Msg::Key(key)), None, "{key:?}");
+        assert_eq!(app.exit, Some(UiExit::Detach));
+    }
+}
+
+#[test]
+fn q_in_a_viewer_asks_and_leaves_the_runs_going_unless_s() {
+    for leave in [KeyCode::Char('q'), KeyCode::Enter, KeyCode::Char('y')] {
+        let mut app = two_watched_runs();
+        assert_eq!(chr(&mut app, 'q'), None);
+        assert_eq!(app.mode, InputMode::ConfirmLeave);
+        assert_eq!(press(&mut app, leave), None, "{leave:?}");
+        assert_eq!(app.exit, Some(UiExit::Detach));
+    }
+    let mut app = two_watched_runs();
+    chr(&mut app, 'q');
+    assert_eq!(press(&mut app, KeyCode::Esc), None);
+    assert_eq!((app.exit, &app.mode), (None, &InputMode::Normal));
+    chr(&mut app, 'q');
+    // Stopping is the explicit choice, and it keeps the work: a final checkpoint each.
+    assert_eq!(
+        chr(&mut app, 's'),
+        to(Target::All, Command::Stop { checkpoint: true })
+    );
+    assert!(app.exit.is_some());
+}
+
+#[test]
+fn a_gone_run_is_shown_with_how_to_resume_until_acknowledged_and_comes_back() {
+    let mut app = two_watched_runs();
+    let message =
+        "its process 42 on node7 has ended; resume it: resnet-tui --resume runs/x".to_string();
+    app.update(Msg::Event(Event::Gone { run: 0, message }));
+    let run = &app.runs[0];
+    assert_eq!(run.state.label(), "gone");
+    assert!(app.failures[0].contains("resnet20 is gone") && app.failures[0].contains("--resume"));
+    assert!(last_note(&app).contains("gone"));
+    press(&mut app, KeyCode::Esc);
+    assert!(app.failures.is_empty());
+    // Counted as ended: q then leaves at once once the other run has finished too.
+    app.update(Msg::Event(Event::Finished {
+        run: 1,
+        step: 1000,
+        reason: resnet_tui::protocol::FinishReason::Completed,
+    }));
+    assert!(app.all_finished());
+    app.update(Msg::Event(Event::Back { run: 0 }));
+    assert_eq!(app.runs[0].state.label(), "running");
+}

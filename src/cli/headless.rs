@@ -83,6 +83,8 @@ pub fn format_event(names: &HashMap<RunId, String>, event: &Event) -> Option<Str
             let how = reason.label();
             format!("[{}] {how} at step {step}", name(*run))
         }
+        Event::Gone { run, message } => format!("[{}] GONE: {message}", name(*run)),
+        Event::Back { run } => format!("[{}] beats again", name(*run)),
         Event::Grads { .. } => return None,
     })
 }
@@ -114,6 +116,44 @@ pub fn drain_events(engine: &Engine) {
         let _ = engine
             .events
             .recv_timeout(std::time::Duration::from_millis(200));
+    }
+}
+
+/// After a detach: every event's line appended to its run's `train.log` (`dirs[run]`; lines of no
+/// run go to all) until all runs have finished.
+pub fn log_events(engine: &Engine, plans: &[(String, std::path::PathBuf)]) {
+    let names: HashMap<RunId, String> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (i, n.clone()))
+        .collect();
+    let mut logs: Vec<Option<File>> = plans
+        .iter()
+        .map(|(_, d)| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(d.join("train.log"))
+                .ok()
+        })
+        .collect();
+    while !engine.all_finished() {
+        let Ok(event) = engine
+            .events
+            .recv_timeout(std::time::Duration::from_millis(200))
+        else {
+            continue;
+        };
+        let Some(line) = format_event(&names, &event) else {
+            continue;
+        };
+        for (i, log) in logs.iter_mut().enumerate() {
+            if let Some(f) = log
+                && event.run().is_none_or(|r| r == i)
+            {
+                let _ = writeln!(f, "{line}");
+            }
+        }
     }
 }
 

@@ -69,6 +69,9 @@ pub fn load_config(args: &TrainArgs) -> Result<Resolved, crate::config::ConfigEr
     if let Some(d) = &args.device {
         sets.push(format!("device={d:?}"));
     }
+    if let Some(list) = &args.devices {
+        sets.push(format!("devices={list:?}"));
+    }
     sets.extend(args.sets.iter().cloned());
     if let Some(name) = &args.experiment {
         if let Some((file, text)) = EXPERIMENTS.iter().find(|(n, _)| n == name) {
@@ -191,6 +194,10 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     set_threads(resolved.runs[0].train.threads);
     let headless = args.headless || !std::io::stdout().is_terminal();
     let plans = plan_runs(&resolved, &args, headless)?;
+    let runs: Vec<(String, PathBuf)> = plans
+        .iter()
+        .map(|p| (p.config.run_name(), p.dir.clone()))
+        .collect();
     let made: Vec<PathBuf> = std::iter::once(&args.runs_dir)
         .chain(plans.iter().map(|p| &p.dir))
         .filter(|d| !d.exists())
@@ -228,6 +235,13 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         if exit == crate::ui::UiExit::Interrupted {
             // Ctrl-C in raw mode is a key, not a signal: count it as SIGINT for the exit code.
             interrupts.fetch_add(1, Ordering::SeqCst);
+        }
+        if exit == crate::ui::UiExit::Detach {
+            let dirs: Vec<PathBuf> = runs.iter().map(|(_, d)| d.clone()).collect();
+            if let Err(e) = super::detach::background(&dirs) {
+                tracing::warn!("detaching from the terminal: {e}; the runs go on");
+            }
+            headless::log_events(&engine, &runs);
         }
         headless::drain_events(&engine);
     }

@@ -152,6 +152,11 @@ impl MetricsRecord {
                 r.step = *step;
                 r.reason = Some(lower::<FinishReason>(reason));
             }
+            Event::Gone { message, .. } => {
+                r.kind = "gone".into();
+                r.message = Some(message.clone());
+            }
+            Event::Back { .. } => r.kind = "back".into(),
         }
         r
     }

@@ -52,6 +52,63 @@ pub fn select_device(name: &str) -> Result<Device, EngineError> {
         .map_err(|e| EngineError::Device(format!("cannot open cuda:{ordinal}: {e}")))
 }
 
+/// How many CUDA devices this process sees (0 without the `cuda` feature or without a driver).
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        if candle_core::utils::cuda_is_available() {
+            use candle_core::cuda_backend::cudarc::driver::CudaContext;
+            return CudaContext::device_count().map_or(0, |n| usize::try_from(n).unwrap_or(0));
+        }
+    }
+    0
+}
+
+/// Where each run goes: `requested` is every run's `device`; those set to "auto" go round-robin
+/// over the GPUs in `allowed` (every one of the `gpus` visible when empty), one run per GPU while
+/// there are enough, and on the CPU when there is no GPU. Explicit devices are kept as they are.
+/// An error names an ordinal of `allowed` that is not there.
+pub fn place(requested: &[String], allowed: &[usize], gpus: usize) -> Result<Vec<String>, String> {
+    let pool: Vec<usize> = if allowed.is_empty() {
+        (0..gpus).collect()
+    } else {
+        allowed.to_vec()
+    };
+    if gpus > 0
+        && let Some(bad) = pool.iter().find(|&&o| o >= gpus)
+    {
+        return Err(format!(
+            "devices lists cuda:{bad}, but this machine has {gpus} GPU{} (cuda:0..cuda:{})",
+            if gpus == 1 { "" } else { "s" },
+            gpus - 1
+        ));
+    }
+    let mut next = 0;
+    Ok(requested
+        .iter()
+        .map(|d| {
+            if d != "auto" {
+                return d.clone();
+            }
+            if gpus == 0 || pool.is_empty() {
+                return "cpu".into();
+            }
+            let ordinal = pool[next % pool.len()];
+            next += 1;
+            format!("cuda:{ordinal}")
+        })
+        .collect())
+}
+
+/// Splits `threads` compute threads between `runs` runs that share the CPU: as even as can be,
+/// the first runs getting the remainder, at least one each.
+pub fn split_threads(threads: usize, runs: usize) -> Vec<usize> {
+    let threads = threads.max(1);
+    (0..runs)
+        .map(|i| (threads / runs + usize::from(i < threads % runs)).max(1))
+        .collect()
+}
+
 /// Describes a device for the status line.
 pub fn describe_device(device: &Device) -> String {
     match device {
@@ -175,5 +232,58 @@ impl DataCache {
             train,
             stats,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{place, split_threads};
+
+    fn auto(n: usize) -> Vec<String> {
+        vec!["auto".to_string(); n]
+    }
+
+    #[test]
+    fn auto_runs_go_round_robin_one_per_gpu_while_there_are_enough() {
+        let four = ["cuda:0", "cuda:1", "cuda:2", "cuda:3"];
+        assert_eq!(place(&auto(4), &[], 4).unwrap(), four);
+        assert_eq!(place(&auto(4), &[], 8).unwrap(), four);
+        let eight = place(&auto(8), &[], 4).unwrap();
+        assert_eq!(eight[..4], four);
+        assert_eq!(eight[4..], four);
+        assert_eq!(
+            place(&auto(3), &[], 2).unwrap(),
+            ["cuda:0", "cuda:1", "cuda:0"]
+        );
+    }
+
+    #[test]
+    fn no_gpu_means_the_cpu_and_explicit_devices_stay() {
+        assert_eq!(place(&auto(3), &[], 0).unwrap(), ["cpu", "cpu", "cpu"]);
+        assert_eq!(place(&auto(2), &[1, 2], 0).unwrap(), ["cpu", "cpu"]);
+        let mixed = ["cpu", "auto", "cuda:3", "auto", "auto"].map(String::from);
+        assert_eq!(
+            place(&mixed, &[], 2).unwrap(),
+            ["cpu", "cuda:0", "cuda:3", "cuda:1", "cuda:0"]
+        );
+    }
+
+    #[test]
+    fn devices_restricts_the_set_in_its_order() {
+        assert_eq!(
+            place(&auto(4), &[3, 1], 4).unwrap(),
+            ["cuda:3", "cuda:1", "cuda:3", "cuda:1"]
+        );
+        let e = place(&auto(2), &[0, 4], 4).unwrap_err();
+        assert!(e.contains("cuda:4") && e.contains("4 GPUs"), "{e}");
+    }
+
+    #[test]
+    fn threads_split_evenly_at_least_one_each() {
+        assert_eq!(split_threads(2, 4), [1, 1, 1, 1]);
+        assert_eq!(split_threads(8, 3), [3, 3, 2]);
+        assert_eq!(split_threads(16, 2), [8, 8]);
+        assert_eq!(split_threads(2, 1), [2]);
+        assert_eq!(split_threads(0, 2), [1, 1]);
     }
 }

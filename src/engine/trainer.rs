@@ -76,6 +76,10 @@ impl Trainer {
         &self.dir
     }
 
+    pub fn on_cpu(&self) -> bool {
+        matches!(self.device, Device::Cpu)
+    }
+
     fn info(&self) -> RunInfo {
         let spec = self.net.spec();
         RunInfo {

@@ -51,6 +51,8 @@ pub enum InputMode {
     /// waiting for `y`: one stray digit must not blow a run up.
     ConfirmLr(f64),
     ConfirmQuit,
+    /// A viewer's quit question: leave (the runs go on) or stop them.
+    ConfirmLeave,
 }
 
 /// How far above the schedule's largest LR a typed LR must be confirmed.
@@ -284,9 +286,16 @@ impl App {
             Msg::AskQuit => {
                 if self.all_finished() || self.events_closed {
                     self.exit = Some(UiExit::AllFinished);
+                } else if self.cfg.viewer {
+                    self.mode = InputMode::ConfirmLeave;
                 } else {
                     self.mode = InputMode::ConfirmQuit;
                 }
+                None
+            }
+            Msg::Detach => {
+                self.mode = InputMode::Normal;
+                self.exit = Some(UiExit::Detach);
                 None
             }
             Msg::ConfirmQuit { checkpoint } => {
@@ -307,6 +316,11 @@ impl App {
                 };
                 self.mode = InputMode::Normal;
                 self.send(Command::SetLr(lr), &format!("LR {lr}"))
+            }
+            // Ctrl-C leaves a viewer as it leaves `tail -f`: what it watches goes on.
+            Msg::Interrupt if self.cfg.viewer => {
+                self.exit = Some(UiExit::Detach);
+                None
             }
             Msg::Interrupt => {
                 self.exit = Some(UiExit::Interrupted);

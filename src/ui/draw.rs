@@ -73,9 +73,11 @@ fn draw_screen(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     frame.render_widget(Paragraph::new(note_line(app, theme)), notes);
     frame.render_widget(Paragraph::new(footer_line(app, theme, area.width)), footer);
     match &app.mode {
-        InputMode::Help => overlays::help(frame, panel, theme),
+        // The whole screen: with many runs in the status table the panel is too short for it.
+        InputMode::Help => overlays::help(frame, area, app, theme),
         InputMode::LrPrompt(text) => overlays::lr_prompt(frame, panel, app, theme, text),
         InputMode::ConfirmQuit => overlays::quit(frame, panel, app, theme),
+        InputMode::ConfirmLeave => overlays::leave(frame, panel, app, theme),
         InputMode::ConfirmLr(lr) => overlays::confirm_lr(frame, panel, app, theme, *lr),
         InputMode::Normal if !app.failures.is_empty() => {
             overlays::failures(frame, panel, app, theme)
@@ -117,7 +119,7 @@ fn state_style(state: RunState, theme: &Theme) -> Style {
     match state {
         RunState::Running => theme.fg(Color::Green),
         RunState::Paused => theme.warn(),
-        RunState::NonFinite => theme.alert(),
+        RunState::NonFinite | RunState::Gone => theme.alert(),
         RunState::Starting | RunState::Finished(_) => theme.dim(),
     }
 }
@@ -257,6 +259,7 @@ fn note_line(app: &App, theme: &Theme) -> Line<'static> {
 
 fn footer_line(app: &App, theme: &Theme, width: u16) -> Line<'static> {
     let lr = format!("LR x{} x{}", app.cfg.lr_up, app.cfg.lr_down);
+    let quit = if app.cfg.viewer { "leave" } else { "quit" };
     let keys: Vec<(&str, &str)> = if width >= 120 {
         vec![
             ("space", "pause"),
@@ -270,8 +273,9 @@ fn footer_line(app: &App, theme: &Theme, width: u16) -> Line<'static> {
             ("a", "all/one"),
             ("y", "log"),
             ("m", "smooth"),
+            ("d", "detach"),
             ("?", "help"),
-            ("q", "quit"),
+            ("q", quit),
         ]
     } else {
         vec![
@@ -284,7 +288,7 @@ fn footer_line(app: &App, theme: &Theme, width: u16) -> Line<'static> {
             ("a", "all"),
             ("Tab↑↓", "select"),
             ("?", "help"),
-            ("q", "quit"),
+            ("q", quit),
         ]
     };
     let mut spans = Vec::new();

@@ -118,6 +118,20 @@ impl App {
                 }
                 Some((NoteLevel::Info, format!("{name} {how} at step {step}")))
             }
+            Event::Gone { message, .. } => {
+                if run.state != RunState::Gone {
+                    run.before_gone = Some(run.state);
+                }
+                run.state = RunState::Gone;
+                let step = run.step;
+                self.failures
+                    .push(format!("{name} is gone at step {step}: {message}"));
+                Some((NoteLevel::Error, format!("{name} is gone: {message}")))
+            }
+            Event::Back { .. } => {
+                run.state = run.before_gone.take().unwrap_or(RunState::Running);
+                Some((NoteLevel::Info, format!("{name} beats again")))
+            }
         };
         if let Some((level, text)) = note {
             self.note(level, text);

@@ -48,6 +48,9 @@ pub enum Msg {
     },
     /// `y` to an LR far above the schedule's (see [`InputMode::ConfirmLr`]).
     ConfirmLr,
+    /// `d`: close the UI and leave the runs going (in the background when this process trains
+    /// them).
+    Detach,
     /// Ctrl-C: stop every run with a final checkpoint and leave, no questions.
     Interrupt,
     /// Esc: close a prompt, overlay or alert.
@@ -90,7 +93,18 @@ impl Msg {
                     Some(Msg::ConfirmQuit { checkpoint: true })
                 }
                 KeyCode::Char('y' | 'Y') => Some(Msg::ConfirmQuit { checkpoint: false }),
+                KeyCode::Char('d' | 'D') => Some(Msg::Detach),
                 KeyCode::Esc | KeyCode::Char('n' | 'N' | 'q') => Some(Msg::Cancel),
+                _ => None,
+            },
+            // A viewer's runs live elsewhere: leaving is the answer of every obvious key, and
+            // stopping them takes its own key.
+            InputMode::ConfirmLeave => match key.code {
+                KeyCode::Char('q' | 'Q' | 'y' | 'Y' | 'd' | 'D') | KeyCode::Enter => {
+                    Some(Msg::Detach)
+                }
+                KeyCode::Char('s' | 'S') => Some(Msg::ConfirmQuit { checkpoint: true }),
+                KeyCode::Esc | KeyCode::Char('n' | 'N') => Some(Msg::Cancel),
                 _ => None,
             },
         }
@@ -118,13 +132,14 @@ fn normal_key(code: KeyCode) -> Option<Msg> {
         KeyCode::Char('M') => Msg::CycleSmoothing,
         KeyCode::Char('?' | 'h') => Msg::ToggleHelp,
         KeyCode::Char('q') => Msg::AskQuit,
+        KeyCode::Char('d') => Msg::Detach,
         KeyCode::Esc => Msg::Cancel,
         _ => return None,
     })
 }
 
-/// The keys as the footer and the help overlay list them: (keys, what they do).
-pub const HELP: &[(&str, &str)] = &[
+/// The keys every UI has, as the help overlay lists them: (keys, what they do).
+const COMMON_HELP: &[(&str, &str)] = &[
     ("space p", "pause / resume"),
     ("s", "save a checkpoint now"),
     ("+ -", "scale the LR up / down"),
@@ -138,7 +153,26 @@ pub const HELP: &[(&str, &str)] = &[
     ("y", "log scale on / off"),
     ("m  M", "smoothing on / off, stronger"),
     ("Esc", "cancel, dismiss an alert"),
-    ("q", "quit (asks how to stop the runs)"),
-    ("Ctrl-C", "stop all with a checkpoint, quit"),
-    ("?", "this help"),
 ];
+
+/// How the process that trains the runs is left.
+const TRAINER_HELP: &[(&str, &str)] = &[
+    ("q", "quit (asks how to stop the runs)"),
+    ("d", "detach: runs go on in the background"),
+    ("Ctrl-C", "stop all with a checkpoint, quit"),
+];
+
+/// How a viewer (`watch`) is left: never stopping what it watches, unless asked in the dialog.
+const VIEWER_HELP: &[(&str, &str)] = &[
+    ("q", "leave (asks: runs go on, or stop them)"),
+    ("d  Ctrl-C", "leave at once: the runs go on"),
+];
+
+/// Every key of the UI, for a viewer or for the training process itself.
+pub fn help(viewer: bool) -> Vec<(&'static str, &'static str)> {
+    let leave = if viewer { VIEWER_HELP } else { TRAINER_HELP };
+    let mut keys = COMMON_HELP.to_vec();
+    keys.extend_from_slice(leave);
+    keys.push(("?", "this help"));
+    keys
+}

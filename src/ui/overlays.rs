@@ -7,7 +7,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use super::app::{App, NoteLevel};
 use super::charts::num;
-use super::keys::HELP;
+use super::keys::help as help_keys;
 use super::theme::Theme;
 
 /// A box of `w` x `h` centred in `area` (clipped to it), cleared.
@@ -24,9 +24,10 @@ fn popup(frame: &mut Frame, area: Rect, w: u16, h: u16) -> Rect {
     rect
 }
 
-pub fn help(frame: &mut Frame, area: Rect, theme: &Theme) {
-    let rect = popup(frame, area, 56, HELP.len() as u16 + 2);
-    let lines: Vec<Line> = HELP
+pub fn help(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let keys = help_keys(app.cfg.viewer);
+    let rect = popup(frame, area, 56, keys.len() as u16 + 2);
+    let lines: Vec<Line> = keys
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
@@ -82,8 +83,37 @@ pub fn lr_prompt(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, text: 
     );
 }
 
-pub fn quit(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+/// A viewer's quit question: its runs live in other processes and go on unless stopped here.
+pub fn leave(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let rect = popup(frame, area, 58, 7);
+    let running = app.runs.iter().filter(|r| !r.state.is_finished()).count();
+    let lines = vec![
+        Line::from(format!(
+            " Leave? The {running} run(s) still training go on."
+        )),
+        Line::default(),
+        Line::from(vec![
+            Span::styled(" q", theme.bold()),
+            Span::raw("/Enter  leave; the runs go on"),
+        ]),
+        Line::from(vec![
+            Span::styled(" s", theme.bold()),
+            Span::raw("        stop them all with a final checkpoint"),
+        ]),
+        Line::from(vec![
+            Span::styled(" Esc", theme.bold()),
+            Span::raw("      keep watching"),
+        ]),
+    ];
+    let block = Block::bordered()
+        .border_set(theme.border())
+        .border_style(theme.warn())
+        .title(" leave ");
+    frame.render_widget(Paragraph::new(lines).block(block), rect);
+}
+
+pub fn quit(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let rect = popup(frame, area, 58, 8);
     let running = app.runs.iter().filter(|r| !r.state.is_finished()).count();
     let lines = vec![
         Line::from(format!(" Quit? {running} run(s) still going will stop.")),
@@ -95,6 +125,10 @@ pub fn quit(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Line::from(vec![
             Span::styled(" y", theme.bold()),
             Span::raw("        stop without a checkpoint"),
+        ]),
+        Line::from(vec![
+            Span::styled(" d", theme.bold()),
+            Span::raw("        detach: they go on in the background"),
         ]),
         Line::from(vec![
             Span::styled(" Esc", theme.bold()),
@@ -143,9 +177,11 @@ pub fn failures(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .map(|a| Line::styled(format!(" {a}"), theme.bold()))
         .collect();
     lines.push(Line::default());
-    lines.push(Line::from(
-        " The process will exit non-zero. Esc acknowledges; q quits.",
-    ));
+    lines.push(Line::from(if app.cfg.viewer {
+        " Esc acknowledges; q leaves."
+    } else {
+        " The process will exit non-zero. Esc acknowledges; q quits."
+    }));
     let rect = popup(frame, area, 76, lines.len() as u16 * 2 + 2);
     let block = Block::bordered()
         .border_set(theme.border())

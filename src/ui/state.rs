@@ -23,6 +23,8 @@ pub enum RunState {
     /// Paused by itself after a non-finite loss or gradient.
     NonFinite,
     Finished(FinishReason),
+    /// Its process died or stopped beating (a watched run of another process).
+    Gone,
 }
 
 impl RunState {
@@ -33,6 +35,7 @@ impl RunState {
             RunState::Paused => "paused",
             RunState::NonFinite => "NaN",
             RunState::Finished(reason) => reason.label(),
+            RunState::Gone => "gone",
         }
     }
 
@@ -40,8 +43,9 @@ impl RunState {
         matches!(self, RunState::Paused | RunState::NonFinite)
     }
 
+    /// No longer training: finished, or its process is gone.
     pub fn is_finished(self) -> bool {
-        matches!(self, RunState::Finished(_))
+        matches!(self, RunState::Finished(_) | RunState::Gone)
     }
 }
 
@@ -104,6 +108,8 @@ pub struct RunView {
     pub nonfinite: Option<(u64, String)>,
     /// The run's newest error message (what a bad end is explained by).
     pub last_error: Option<String>,
+    /// The state it had when it was found gone (restored should it beat again).
+    pub before_gone: Option<RunState>,
 }
 
 impl RunView {
@@ -128,6 +134,7 @@ impl RunView {
             last_checkpoint: None,
             nonfinite: None,
             last_error: None,
+            before_gone: None,
             info,
         }
     }
