@@ -111,6 +111,15 @@ pub struct TrainArgs {
     /// A ready experiment from assets/experiments: degradation, quick, cifar-table6 (or a path).
     #[arg(long, global = true)]
     pub experiment: Option<String>,
+    /// Train only these runs of the config, by name (e.g. --only resnet56,plain56): one task of
+    /// a job array takes one net of a shared experiment file.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        value_name = "NAME,NAME..."
+    )]
+    pub only: Option<Vec<String>>,
     /// The dataset directory or file (same as --set data.path=...).
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,

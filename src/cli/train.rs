@@ -87,6 +87,21 @@ pub fn load_config(args: &TrainArgs) -> Result<Resolved, crate::config::ConfigEr
     }
 }
 
+/// Keeps the runs named in `names` (in the config's order); an error names what is not there and
+/// what is.
+pub fn keep_only(resolved: &mut Resolved, names: &[String]) -> Result<(), String> {
+    let have: Vec<String> = resolved.runs.iter().map(Config::run_name).collect();
+    if let Some(missing) = names.iter().find(|n| !have.contains(n)) {
+        return Err(format!(
+            "{}: no run named {missing:?}; its runs are: {}",
+            resolved.path.display(),
+            have.join(", ")
+        ));
+    }
+    resolved.runs.retain(|c| names.contains(&c.run_name()));
+    Ok(())
+}
+
 /// `YYYYMMDD-HHMMSS` in UTC, for run directory names.
 pub fn timestamp() -> String {
     let secs = std::time::SystemTime::now()
@@ -190,6 +205,12 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
         };
+    }
+    if let Some(only) = &args.only
+        && let Err(e) = keep_only(&mut resolved, only)
+    {
+        eprintln!("resnet-tui: --only: {e}");
+        return Ok(ExitCode::from(EXIT_CONFIG));
     }
     set_threads(resolved.runs[0].train.threads);
     let headless = args.headless || !std::io::stdout().is_terminal();
@@ -310,4 +331,28 @@ fn install_signals(engine: &Engine) -> anyhow::Result<Arc<AtomicUsize>> {
             }
         })?;
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EXPERIMENTS, keep_only};
+    use crate::config::Config;
+    use std::path::Path;
+
+    #[test]
+    fn only_keeps_the_named_runs_of_an_experiment_and_names_what_is_missing() {
+        let (_, text) = EXPERIMENTS
+            .iter()
+            .find(|(n, _)| *n == "cifar-table6")
+            .unwrap();
+        let path = Path::new("cifar-table6.toml");
+        let sets = ["data.source=\"synthetic\"".to_string()];
+        let mut r = Config::from_text(path, text, &sets).unwrap();
+        keep_only(&mut r, &["resnet56".into(), "resnet20".into()]).unwrap();
+        let names: Vec<String> = r.runs.iter().map(Config::run_name).collect();
+        assert_eq!(names, ["resnet20", "resnet56"]);
+        let mut r = Config::from_text(path, text, &sets).unwrap();
+        let e = keep_only(&mut r, &["resnet57".into()]).unwrap_err();
+        assert!(e.contains("\"resnet57\"") && e.contains("resnet110"), "{e}");
+    }
 }
