@@ -59,6 +59,62 @@ fn spawn(
     Box<dyn Write + Send>,
     Screen,
 ) {
+    spawn_with(
+        runs,
+        cols,
+        rows,
+        &["train.max_steps=100000", "log.every_steps=2"],
+    )
+}
+
+/// A tiny training run with the UI and these extra settings.
+fn spawn_with(
+    runs: &Path,
+    cols: u16,
+    rows: u16,
+    sets: &[&str],
+) -> (
+    Box<dyn portable_pty::Child + Send + Sync>,
+    Box<dyn Write + Send>,
+    Screen,
+) {
+    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_resnet-tui"));
+    // An empty config: the built-in defaults, not the repository's four-run demo.
+    cmd.arg("--config");
+    cmd.arg("/dev/null");
+    cmd.arg("--runs-dir");
+    cmd.arg(runs);
+    for s in common::TINY.iter().chain(sets) {
+        cmd.arg("--set");
+        cmd.arg(s);
+    }
+    in_terminal(cmd, cols, rows)
+}
+
+/// `resnet-tui watch PATH` in a terminal.
+fn spawn_watch(
+    path: &Path,
+) -> (
+    Box<dyn portable_pty::Child + Send + Sync>,
+    Box<dyn Write + Send>,
+    Screen,
+) {
+    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_resnet-tui"));
+    cmd.args(["--config", "/dev/null", "watch"]);
+    cmd.arg(path);
+    in_terminal(cmd, 80, 24)
+}
+
+/// Runs `cmd` in a new pseudo-terminal of `cols` x `rows`.
+fn in_terminal(
+    mut cmd: CommandBuilder,
+    cols: u16,
+    rows: u16,
+) -> (
+    Box<dyn portable_pty::Child + Send + Sync>,
+    Box<dyn Write + Send>,
+    Screen,
+) {
     let pty = native_pty_system()
         .openpty(PtySize {
             rows,
@@ -67,19 +123,6 @@ fn spawn(
             pixel_height: 0,
         })
         .unwrap();
-    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_resnet-tui"));
-    // An empty config: the built-in defaults, not the repository's four-run demo.
-    cmd.arg("--config");
-    cmd.arg("/dev/null");
-    cmd.arg("--runs-dir");
-    cmd.arg(runs);
-    for s in common::TINY
-        .iter()
-        .chain(&["train.max_steps=100000", "log.every_steps=2"])
-    {
-        cmd.arg("--set");
-        cmd.arg(s);
-    }
     cmd.env("TERM", "xterm-256color");
     let child = pty.slave.spawn_command(cmd).unwrap();
     drop(pty.slave);
@@ -235,4 +278,88 @@ fn a_closed_terminal_leaves_training_going_headless_without_spinning() {
     );
     assert!(child.try_wait().unwrap().is_none(), "the program died");
     child.kill().unwrap();
+}
+
+/// The number of step records of the run in `runs`.
+fn steps(runs: &Path) -> usize {
+    common::run_dir(runs)
+        .and_then(|d| read_metrics(&d.join("metrics.jsonl")).ok())
+        .map_or(0, |r| r.iter().filter(|r| r.kind == "step").count())
+}
+
+#[test]
+fn d_detaches_the_ui_and_the_run_trains_on_to_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let (mut child, mut keys, screen) = spawn_with(
+        &runs,
+        100,
+        30,
+        &["train.max_steps=1500", "log.every_steps=10"],
+    );
+    screen.wait_for("resnet8", 60);
+    assert!(common::wait_until(60, || steps(&runs) > 0));
+    keys.write_all(b"d").unwrap();
+    keys.flush().unwrap();
+    // The UI has gone and says where the runs are; no shell here, so the process goes on in
+    // the foreground without its UI, and trains to its end.
+    let text = screen.wait_for("detached", 30);
+    assert!(text.contains("resnet-tui watch"), "{text}");
+    let at_detach = steps(&runs);
+    let status = wait_exit(&mut child, &screen);
+    assert!(status.success(), "{status:?}");
+    let dir = common::run_dir(&runs).unwrap();
+    let records = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    assert!(steps(&runs) > at_detach, "no training after the detach");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.kind == "finished" && r.step == 1500)
+    );
+    let log = std::fs::read_to_string(dir.join("train.log")).unwrap();
+    assert!(log.contains("[resnet8] step   1500"), "{log}");
+}
+
+#[test]
+fn leaving_watch_with_ctrl_c_or_q_leaves_the_run_going_and_s_stops_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let mut trainer = common::binary(&runs, &["train.max_steps=1000000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(common::wait_until(60, || steps(&runs) > 0));
+    for leave in [&b"\x03"[..], b"q\r", b"d"] {
+        let (mut watch, mut keys, screen) = spawn_watch(&runs);
+        screen.wait_for("running", 60);
+        keys.write_all(leave).unwrap();
+        keys.flush().unwrap();
+        let status = wait_exit(&mut watch, &screen);
+        assert!(status.success(), "{status:?}");
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(
+            trainer.try_wait().unwrap().is_none(),
+            "leaving with {leave:?} stopped the run"
+        );
+    }
+    // Stopping is the explicit choice: q, then s (a final checkpoint).
+    let (mut watch, mut keys, screen) = spawn_watch(&runs);
+    screen.wait_for("running", 60);
+    keys.write_all(b"q").unwrap();
+    keys.flush().unwrap();
+    screen.wait_for("Leave?", 10);
+    keys.write_all(b"s").unwrap();
+    keys.flush().unwrap();
+    wait_exit(&mut watch, &screen);
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = trainer.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "the run did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    let dir = common::run_dir(&runs).unwrap();
+    assert!(dir.join("checkpoints").join("latest").exists());
 }
