@@ -67,12 +67,14 @@ pub enum Cmd {
         #[arg(required = true)]
         runs: Vec<PathBuf>,
     },
-    /// Convert a CIFAR binary directory to an HDF5 file, or back (needs --features hdf5).
+    /// Convert a CIFAR binary directory to an image folder of PNGs (--to DIR), or to an HDF5
+    /// file (--to FILE.h5) and back (HDF5 needs --features hdf5).
     Convert {
         /// A CIFAR binary directory or an .h5 file.
         #[arg(long)]
         from: PathBuf,
-        /// An .h5 file or a directory.
+        /// A new (or empty) directory for the image folder (train/<class>/<n>.png,
+        /// val/<class>/<n>.png), an .h5 file, or a CIFAR directory when --from is an .h5 file.
         #[arg(long)]
         to: PathBuf,
         /// The input is CIFAR-100 (train.bin/test.bin).

@@ -18,15 +18,16 @@ mod synthetic;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use self::augment::{Augment, PAD, augment_into, crop_flip, epoch_order};
+pub use self::augment::{Augment, PAD, augment_into, crop_flip, crop_flip_side, epoch_order};
 pub use self::cifar::{
     CifarKind, Records, parse as parse_cifar, read_dir as read_cifar_dir,
     write_dir as write_cifar_dir,
 };
 pub use self::error::DataError;
 pub use self::folder::{
-    Files, FolderSplits, IMAGE_EXTENSIONS, Recipe, Rgb, Skipped, TrainCrop, View, decode_rgb,
-    encode_jpeg, encode_png, scan_folder, too_many_bad,
+    CIFAR10_CLASSES, Exported, Files, FolderSplits, IMAGE_EXTENSIONS, Recipe, Rgb, Skipped,
+    TrainCrop, View, decode_rgb, encode_jpeg, encode_png, export_cifar_folder, scan_folder,
+    too_many_bad,
 };
 #[cfg(feature = "hdf5")]
 pub use self::h5::{convert_cifar_to_hdf5, convert_hdf5_to_cifar, read_hdf5};

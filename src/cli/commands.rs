@@ -8,6 +8,7 @@ use candle_core::Device;
 
 use super::EvalArgs;
 use crate::config::Config;
+use crate::data::CifarKind;
 use crate::engine::DataCache;
 use crate::model::{ModelSpec, Net};
 
@@ -110,8 +111,35 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `resnet-tui convert --from DIR --to FILE.h5` (or back).
+/// Whether `path` names an HDF5 file (by its extension).
+fn is_hdf5_name(path: &Path) -> bool {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| matches!(e.as_str(), "h5" | "hdf5" | "he5"))
+}
+
+/// `resnet-tui convert --from DIR --to FILE.h5` (or back), or `--from DIR --to DIR`: a CIFAR
+/// binary directory written as an image folder of PNGs.
 pub fn convert(from: &Path, to: &Path, cifar100: bool) -> anyhow::Result<ExitCode> {
+    // An HDF5 file on either side means HDF5; anything else is a CIFAR directory to a folder.
+    if !(is_hdf5_name(to) || from.is_file()) {
+        let kind = if cifar100 {
+            CifarKind::Cifar100
+        } else {
+            CifarKind::Cifar10
+        };
+        let done = crate::data::export_cifar_folder(from, to, kind)?;
+        println!(
+            "wrote {} training and {} validation images (PNG) in {} class folders ({} .. {}) to {}",
+            done.train,
+            done.val,
+            done.classes.len(),
+            done.classes.first().map_or("", String::as_str),
+            done.classes.last().map_or("", String::as_str),
+            to.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     #[cfg(feature = "hdf5")]
     {
         if from.is_dir() {

@@ -4,6 +4,7 @@
 
 mod decode;
 mod encode;
+mod export;
 mod recipe;
 mod resample;
 mod scan;
@@ -12,11 +13,12 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use super::augment::epoch_order;
+use super::augment::{crop_flip_side, epoch_order};
 use super::{Dataset, NormStats};
 
 pub use self::decode::{Rgb, decode_rgb};
 pub use self::encode::{encode_jpeg, encode_png};
+pub use self::export::{CIFAR10_CLASSES, Exported, export_cifar_folder};
 pub use self::recipe::{Recipe, TrainCrop, View};
 pub use self::scan::{FolderSplits, IMAGE_EXTENSIONS, scan_folder};
 
@@ -63,7 +65,14 @@ impl Files {
         let side = self.recipe.side;
         let mut pixels = vec![0u8; 3 * side * side];
         self.cut(i, view, &mut pixels)?;
-        stats.apply(&pixels, out);
+        match view.shift() {
+            None => stats.apply(&pixels, out),
+            Some((x, y)) => {
+                let mut normalised = vec![0f32; pixels.len()];
+                stats.apply(&pixels, &mut normalised);
+                crop_flip_side(&normalised, side, x, y, view.flip, out);
+            }
+        }
         if let Some(shift) = view.lighting {
             let plane = side * side;
             for (c, o) in out.chunks_exact_mut(plane).enumerate() {
@@ -74,7 +83,8 @@ impl Files {
         Ok(())
     }
 
-    /// Sample `i` decoded and cut as `view` into `out` as u8 CHW.
+    /// Sample `i` decoded and cut as `view` into `out` as u8 CHW (a `PadCrop` view's shift and
+    /// flip come after normalising, in [`Files::fill`]).
     pub fn cut(&self, i: usize, view: &View, out: &mut [u8]) -> Result<(), Skipped> {
         let path = &self.paths[i];
         let skipped = |reason: String| Skipped {
@@ -84,7 +94,8 @@ impl Files {
         let bytes = std::fs::read(path).map_err(|e| skipped(format!("cannot read: {e}")))?;
         let img = decode_rgb(&bytes).map_err(skipped)?;
         let rect = view.rect(img.width, img.height, &self.recipe);
-        resample::crop_resize(&img, rect, self.recipe.side, view.flip, out);
+        let flip = view.flip && view.shift().is_none();
+        resample::crop_resize(&img, rect, self.recipe.side, flip, out);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
 
-use super::augment::{Augment, crop_flip, epoch_order};
+use super::augment::{Augment, crop_flip_side, epoch_order};
 use super::folder::{Skipped, View};
 use super::{Dataset, NormStats};
 
@@ -139,7 +139,7 @@ fn fill_one(
         stats.apply(d.image(i), out);
     } else {
         stats.apply(d.image(i), scratch);
-        crop_flip(scratch, aug.crop_x, aug.crop_y, aug.flip, out);
+        crop_flip_side(scratch, d.side, aug.crop_x, aug.crop_y, aug.flip, out);
     }
 }
 
