@@ -4,6 +4,7 @@ mod bench;
 mod commands;
 mod headless;
 mod report;
+mod ten_crop;
 mod train;
 mod watch;
 
@@ -117,13 +118,19 @@ pub struct EvalArgs {
     pub model: String,
     #[arg(long)]
     pub weights: PathBuf,
-    /// CIFAR-10 binary directory (or CIFAR-100 with --set data.source=cifar100).
+    /// CIFAR-10 binary directory (or CIFAR-100 with --set data.source=cifar100), or an image
+    /// folder (a directory with train/ and val/: its val/ split is evaluated).
     #[arg(long)]
     pub data: PathBuf,
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,
     #[arg(long)]
     pub json: bool,
+    /// The paper's 10-crop testing (image folders): softmax averaged over the 4 corner and the
+    /// center crops of data.image_size, from the shorter side resized to data.eval_resize, and
+    /// their flips; reports top-1 and top-5 error.
+    #[arg(long)]
+    pub ten_crop: bool,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -27,13 +27,13 @@ pub use self::error::DataError;
 pub use self::folder::{
     CIFAR10_CLASSES, Exported, Files, FolderSplits, IMAGE_EXTENSIONS, Recipe, Rgb, Skipped,
     TrainCrop, View, decode_rgb, encode_jpeg, encode_png, export_cifar_folder, scan_folder,
-    too_many_bad,
+    ten_crops, too_many_bad,
 };
 #[cfg(feature = "hdf5")]
 pub use self::h5::{convert_cifar_to_hdf5, convert_hdf5_to_cifar, read_hdf5};
 pub use self::loader::{
-    Batch, Loader, LoaderConfig, bench_pipeline, bench_views, eval_batches, eval_views,
-    steps_per_epoch,
+    Batch, Loader, LoaderConfig, TenCropBatch, bench_pipeline, bench_views, eval_batches,
+    eval_views, steps_per_epoch, ten_crop_batches,
 };
 pub use self::normalize::{NormStats, Normalize};
 pub use self::synthetic::SYNTHETIC_CLASSES;

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use candle_core::Device;
 
 use super::EvalArgs;
+use super::ten_crop::evaluate_ten_crop;
 use crate::config::Config;
 use crate::data::CifarKind;
 use crate::engine::DataCache;
@@ -61,14 +62,20 @@ pub fn models(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `resnet-tui eval --model M --weights FILE --data DIR [--json]`.
+/// `resnet-tui eval --model M --weights FILE --data DIR [--json] [--ten-crop]`.
 pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let mut sets = vec![
         format!("model={:?}", args.model),
         format!("data.path={:?}", args.data.display().to_string()),
     ];
     if !args.sets.iter().any(|s| s.starts_with("data.source")) {
-        sets.push("data.source=\"cifar10\"".into());
+        // As for training: a directory with train/ is an image folder.
+        let source = if args.data.join("train").is_dir() {
+            "imagefolder"
+        } else {
+            "cifar10"
+        };
+        sets.push(format!("data.source={source:?}"));
     }
     sets.extend(args.sets.iter().cloned());
     let resolved = Config::from_text(Path::new("<eval>"), "", &sets)?;
@@ -86,6 +93,38 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let net = Net::new(&spec, &device, c.backend, c.train.seed)?;
     net.load_safetensors(&args.weights)?;
     let test = &prepared.splits.test;
+    if args.ten_crop {
+        let s = evaluate_ten_crop(&net, test, &prepared.stats, c.eval.batch_size, &device)
+            .with_context(|| format!("evaluating {}", args.weights.display()))?;
+        let (side, resize) = (c.data.image_size, c.data.eval_resize);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "loss": s.loss, "err": s.top1_err, "top1_err": s.top1_err,
+                    "top5_err": s.top5_err, "n": s.n, "skipped": s.skipped, "crops": 10,
+                    "crop": side, "resize": resize,
+                })
+            );
+        } else {
+            println!(
+                "{} on {} test images, 10-crop ({side}x{side} corners + center of the shorter side \
+                 resized to {resize}, and their flips): loss {:.4}, top-1 error {:.2}%, top-5 error \
+                 {:.2}%{}",
+                args.weights.display(),
+                s.n,
+                s.loss,
+                100.0 * s.top1_err,
+                100.0 * s.top5_err,
+                if s.skipped > 0 {
+                    format!(" ({} images could not be decoded, left out)", s.skipped)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (loss, err) = crate::engine::evaluate(
         &net,
         test,
