@@ -122,12 +122,12 @@ pub struct Splits {
     pub val: Option<Dataset>,
 }
 
-/// How an HDF5 image dataset stores its axes.
+/// How an HDF5 image dataset stores its axes (S: the side of its square images).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// `[N, 32, 32, 3]`
+    /// `[N, S, S, 3]`
     Nhwc,
-    /// `[N, 3, 32, 32]`
+    /// `[N, 3, S, S]`
     Nchw,
 }
 
@@ -229,6 +229,18 @@ pub fn load_split(source: &Source, val_split: usize, seed: u64) -> Result<Splits
         } => {
             let mut train = h5::read_hdf5(path, images, labels, *layout)?;
             let mut test = h5::read_hdf5(path, test_images, test_labels, *layout)?;
+            if train.side != test.side {
+                // One network reads both: its input size is the images' size.
+                return Err(DataError::Hdf5 {
+                    path: path.clone(),
+                    dataset: test_images.clone(),
+                    problem: format!(
+                        "images of {0}x{0} pixels, but `{images}` holds {1}x{1}: the network \
+                         takes one input size, so training and test images must agree",
+                        test.side, train.side
+                    ),
+                });
+            }
             let classes = train.classes.max(test.classes);
             (train.classes, test.classes) = (classes, classes);
             (train, test)

@@ -3,8 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use candle_core::Device;
+use anyhow::Context;
 
 use super::EvalArgs;
 use super::ten_crop::evaluate_ten_crop;
@@ -191,8 +190,7 @@ pub fn convert(from: &Path, to: &Path, cifar100: bool) -> anyhow::Result<ExitCod
     }
     #[cfg(not(feature = "hdf5"))]
     {
-        let _ = (from, to, cifar100, Device::Cpu);
-        bail!(
+        anyhow::bail!(
             "this binary was built without HDF5 support: rebuild with `cargo build --release --features hdf5` (needs Debian's libhdf5-dev)"
         )
     }
