@@ -24,6 +24,10 @@ fn setup_err(run: &str, e: impl std::fmt::Display) -> EngineError {
     }
 }
 
+/// The run directory's list of class names (image folders only), one per line in label order;
+/// `report` reads it.
+const CLASSES_FILE: &str = "classes.txt";
+
 /// A checkpoint's per-pixel mean holds one value per input value: one of another size means the
 /// net was trained on images of another size than the data's `side` x `side`.
 fn check_input_size(norm: &NormStats, side: usize) -> Result<(), String> {
@@ -113,6 +117,13 @@ impl Trainer {
         let resolved = toml::to_string_pretty(&c).map_err(|e| err(&e))?;
         std::fs::write(&config_path, resolved)
             .map_err(|e| err(&format!("{}: {e}", config_path.display())))?;
+        if let Some(files) = &prepared.train.files {
+            // For `report`: an image folder's class folder names, in label order.
+            let path = plan.dir.join(CLASSES_FILE);
+            let mut names = files.class_names.join("\n");
+            names.push('\n');
+            std::fs::write(&path, names).map_err(|e| err(&format!("{}: {e}", path.display())))?;
+        }
         let metrics_path = plan.dir.join("metrics.jsonl");
         let history = if plan.resume.is_some() {
             metrics::truncate_after(&metrics_path, step)
