@@ -304,3 +304,43 @@ fn a_folder_with_one_file_not_named_by_an_index_is_read_class_major_as_torchvisi
     assert!(class_major.train.labels.is_sorted());
     assert_eq!(class_major.train.len(), indexed.train.len() + 1);
 }
+
+#[test]
+fn cifar100_converts_with_its_fine_labels_and_names_when_the_directory_lists_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // Records of CIFAR-100: coarse label, fine label, 3072 pixels.
+    let rec = |coarse: u8, fine: u8| [vec![coarse, fine], vec![fine; 3072]].concat();
+    std::fs::write(bin.join("train.bin"), [rec(4, 0), rec(19, 99)].concat()).unwrap();
+    std::fs::write(bin.join("test.bin"), rec(3, 42)).unwrap();
+    let run = |to: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
+            .args(["convert", "--cifar100", "--from"])
+            .arg(&bin)
+            .arg("--to")
+            .arg(to)
+            .output()
+            .unwrap()
+    };
+    let bare = tmp.path().join("bare");
+    let o = run(&bare);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(bare.join("train/00/00000.png").is_file());
+    assert!(bare.join("train/99/00001.png").is_file());
+    assert!(bare.join("val/42/00000.png").is_file());
+
+    let names: Vec<String> = (0..100).map(|k| format!("class{k}")).collect();
+    std::fs::write(bin.join("fine_label_names.txt"), names.join("\n")).unwrap();
+    let named = tmp.path().join("named");
+    let o = run(&named);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(named.join("train/00-class0/00000.png").is_file());
+    assert!(named.join("train/99-class99/00001.png").is_file());
+    let s = load_split(&folder_source(&named), 0, 0).unwrap();
+    assert_eq!(
+        (s.train.classes, s.train.labels.clone()),
+        (100, vec![0, 99])
+    );
+    assert_eq!(s.test.labels, vec![42]);
+}
