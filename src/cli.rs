@@ -5,6 +5,7 @@ mod commands;
 mod detach;
 mod headless;
 mod report;
+mod ten_crop;
 mod train;
 pub mod watch;
 
@@ -71,12 +72,14 @@ pub enum Cmd {
         #[arg(required = true)]
         runs: Vec<PathBuf>,
     },
-    /// Convert a CIFAR binary directory to an HDF5 file, or back (needs --features hdf5).
+    /// Convert a CIFAR binary directory to an image folder of PNGs (--to DIR), or to an HDF5
+    /// file (--to FILE.h5) and back (HDF5 needs --features hdf5).
     Convert {
         /// A CIFAR binary directory or an .h5 file.
         #[arg(long)]
         from: PathBuf,
-        /// An .h5 file or a directory.
+        /// A new (or empty) directory for the image folder (train/<class>/<n>.png,
+        /// val/<class>/<n>.png), an .h5 file, or a CIFAR directory when --from is an .h5 file.
         #[arg(long)]
         to: PathBuf,
         /// The input is CIFAR-100 (train.bin/test.bin).
@@ -131,13 +134,19 @@ pub struct EvalArgs {
     pub model: String,
     #[arg(long)]
     pub weights: PathBuf,
-    /// CIFAR-10 binary directory (or CIFAR-100 with --set data.source=cifar100).
+    /// CIFAR-10 binary directory (or CIFAR-100 with --set data.source=cifar100), or an image
+    /// folder (a directory with train/ and val/: its val/ split is evaluated).
     #[arg(long)]
     pub data: PathBuf,
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,
     #[arg(long)]
     pub json: bool,
+    /// The paper's 10-crop testing (image folders): softmax averaged over the 4 corner and the
+    /// center crops of data.image_size, from the shorter side resized to data.eval_resize, and
+    /// their flips; reports top-1 and top-5 error.
+    #[arg(long)]
+    pub ten_crop: bool,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {

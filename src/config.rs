@@ -111,7 +111,8 @@ pub struct DataConfig {
     pub prefetch: usize,
     /// Image folders: side of the square network input.
     pub image_size: usize,
-    /// "shorter_side" (Section 3.4) | "random_resized" (torchvision's RandomResizedCrop).
+    /// "shorter_side" (Section 3.4) | "random_resized" (torchvision's RandomResizedCrop) |
+    /// "pad_crop" (Section 4.2's CIFAR augmentation: pad 4, random crop, flip, on the eval view).
     pub train_crop: String,
     /// shorter_side: the shorter side is resized at random in [resize_min, resize_max].
     pub resize_min: usize,

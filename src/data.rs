@@ -18,21 +18,22 @@ mod synthetic;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use self::augment::{Augment, PAD, augment_into, crop_flip, epoch_order};
+pub use self::augment::{Augment, PAD, augment_into, crop_flip, crop_flip_side, epoch_order};
 pub use self::cifar::{
     CifarKind, Records, parse as parse_cifar, read_dir as read_cifar_dir,
     write_dir as write_cifar_dir,
 };
 pub use self::error::DataError;
 pub use self::folder::{
-    Files, FolderSplits, IMAGE_EXTENSIONS, Recipe, Rgb, Skipped, TrainCrop, View, decode_rgb,
-    encode_jpeg, encode_png, scan_folder, too_many_bad,
+    CIFAR10_CLASSES, Exported, Files, FolderSplits, IMAGE_EXTENSIONS, Recipe, Rgb, Skipped,
+    TrainCrop, View, decode_rgb, encode_jpeg, encode_png, export_cifar_folder, scan_folder,
+    ten_crops, too_many_bad,
 };
 #[cfg(feature = "hdf5")]
 pub use self::h5::{convert_cifar_to_hdf5, convert_hdf5_to_cifar, read_hdf5};
 pub use self::loader::{
-    Batch, Loader, LoaderConfig, bench_pipeline, bench_views, eval_batches, eval_views,
-    steps_per_epoch,
+    Batch, Loader, LoaderConfig, TenCropBatch, bench_pipeline, bench_views, eval_batches,
+    eval_views, steps_per_epoch, ten_crop_batches,
 };
 pub use self::normalize::{NormStats, Normalize};
 pub use self::synthetic::SYNTHETIC_CLASSES;
@@ -121,12 +122,12 @@ pub struct Splits {
     pub val: Option<Dataset>,
 }
 
-/// How an HDF5 image dataset stores its axes.
+/// How an HDF5 image dataset stores its axes (S: the side of its square images).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// `[N, 32, 32, 3]`
+    /// `[N, S, S, 3]`
     Nhwc,
-    /// `[N, 3, 32, 32]`
+    /// `[N, 3, S, S]`
     Nchw,
 }
 
@@ -228,6 +229,18 @@ pub fn load_split(source: &Source, val_split: usize, seed: u64) -> Result<Splits
         } => {
             let mut train = h5::read_hdf5(path, images, labels, *layout)?;
             let mut test = h5::read_hdf5(path, test_images, test_labels, *layout)?;
+            if train.side != test.side {
+                // One network reads both: its input size is the images' size.
+                return Err(DataError::Hdf5 {
+                    path: path.clone(),
+                    dataset: test_images.clone(),
+                    problem: format!(
+                        "images of {0}x{0} pixels, but `{images}` holds {1}x{1}: the network \
+                         takes one input size, so training and test images must agree",
+                        test.side, train.side
+                    ),
+                });
+            }
             let classes = train.classes.max(test.classes);
             (train.classes, test.classes) = (classes, classes);
             (train, test)

@@ -1,9 +1,16 @@
-//! HDF5 datasets (feature `hdf5`): round trips with the CIFAR layout, and clear errors.
+//! HDF5 datasets (feature `hdf5`): round trips with the CIFAR layout, images of any square size,
+//! and clear errors.
 #![cfg(feature = "hdf5")]
 
 use std::path::Path;
 
-use resnet_tui::data::{Layout, Source, convert_cifar_to_hdf5, convert_hdf5_to_cifar, load};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use resnet_tui::data::{
+    Augment, Layout, Loader, LoaderConfig, NormStats, Normalize, Source, convert_cifar_to_hdf5,
+    convert_hdf5_to_cifar, crop_flip_side, load,
+};
 
 /// A CIFAR-10 directory of 10 training and 2 test images with distinct pixels.
 fn cifar10_dir(dir: &Path) {
@@ -141,7 +148,7 @@ fn a_layout_that_does_not_match_the_shape_names_both() {
     assert!(text.contains("nchw.h5: dataset `train/images`"), "{text}");
     assert!(
         text.contains(
-            "expected image shape [N, 32, 32, 3] (nhwc, as configured), found [1, 3, 32, 32]"
+            "expected image shape [N, S, S, 3] (nhwc, as configured), found [1, 3, 32, 32]"
         ),
         "{text}"
     );
@@ -202,5 +209,201 @@ fn negative_labels_are_refused_with_their_index() {
     assert!(
         text.contains("label -1 at index 1 is outside 0..65536"),
         "{text}"
+    );
+}
+
+/// Pixel (image i, row y, column x, channel c) of the generated files: every value tells its place.
+fn px(i: usize, y: usize, x: usize, c: usize) -> u8 {
+    ((i * 53 + y * 7 + x * 3 + c * 101) % 256) as u8
+}
+
+/// `n` images of `side` x `side` as NHWC or NCHW bytes.
+fn images(n: usize, side: usize, layout: Layout) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 3 * side * side);
+    for i in 0..n {
+        match layout {
+            Layout::Nhwc => {
+                for y in 0..side {
+                    for x in 0..side {
+                        out.extend((0..3).map(|c| px(i, y, x, c)));
+                    }
+                }
+            }
+            Layout::Nchw => {
+                for c in 0..3 {
+                    for y in 0..side {
+                        out.extend((0..side).map(|x| px(i, y, x, c)));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A file whose train and test groups hold `n` images of `train_side` and `test_side`.
+fn sized_h5(path: &Path, n: usize, train_side: usize, test_side: usize, layout: Layout) {
+    let f = hdf5::File::create(path).unwrap();
+    for (g, side) in [("train", train_side), ("test", test_side)] {
+        let shape = match layout {
+            Layout::Nhwc => vec![n, side, side, 3],
+            Layout::Nchw => vec![n, 3, side, side],
+        };
+        f.new_dataset::<u8>()
+            .shape(shape)
+            .create(format!("{g}/images").as_str())
+            .unwrap()
+            .write_raw(&images(n, side, layout))
+            .unwrap();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+        f.new_dataset::<u8>()
+            .shape(vec![n])
+            .create(format!("{g}/labels").as_str())
+            .unwrap()
+            .write_raw(&labels)
+            .unwrap();
+    }
+}
+
+#[test]
+fn images_of_64x64_load_at_their_size_in_either_layout_and_batch_at_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("nhwc.h5"), tmp.path().join("nchw.h5"));
+    sized_h5(&a, 6, 64, 64, Layout::Nhwc);
+    sized_h5(&b, 6, 64, 64, Layout::Nchw);
+    let s = load(&h5_source(&a, None), 0).unwrap();
+    assert_eq!((s.train.side, s.test.side, s.train.len()), (64, 64, 6));
+    assert_eq!(s.train.images, images(6, 64, Layout::Nchw), "CHW in memory");
+    let t = load(&h5_source(&b, Some(Layout::Nchw)), 0).unwrap();
+    assert_eq!(t.train.images, s.train.images);
+
+    // Training batches are 64x64, padded and cropped as CIFAR's are (Section 4.2).
+    let stats = NormStats::compute(&Normalize::PerPixelMean, &s.train);
+    assert_eq!(stats.mean.len(), 3 * 64 * 64);
+    let loader = Loader::spawn(
+        Arc::new(s.train.clone()),
+        Arc::new(stats.clone()),
+        LoaderConfig {
+            batch_size: 2,
+            augment: true,
+            workers: 1,
+            prefetch: 1,
+            seed: 5,
+            drop_last: true,
+        },
+        0,
+        0,
+    );
+    let batch = loader.next().unwrap();
+    assert_eq!((batch.side, batch.images.len()), (64, 2 * 3 * 64 * 64));
+    let order = resnet_tui::data::epoch_order(5, 0, 6);
+    let i = order[0] as usize;
+    let aug = Augment::draw(5, 0, i as u64);
+    let mut normalised = vec![0f32; 3 * 64 * 64];
+    stats.apply(s.train.image(i), &mut normalised);
+    let mut want = vec![0f32; 3 * 64 * 64];
+    crop_flip_side(&normalised, 64, aug.crop_x, aug.crop_y, aug.flip, &mut want);
+    assert_eq!(batch.images[..3 * 64 * 64], want[..]);
+    assert_eq!(batch.labels[0], (i % 3) as u32);
+}
+
+#[test]
+fn images_that_are_not_square_or_differ_between_train_and_test_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wide = tmp.path().join("wide.h5");
+    write_h5(&wide, (&[1, 40, 48, 3], vec![0; 40 * 48 * 3]), vec![0]);
+    let text = load(&h5_source(&wide, None), 0).unwrap_err().to_string();
+    assert!(
+        text.contains("wide.h5: dataset `train/images`: images of 40x48 pixels")
+            && text.contains("square"),
+        "{text}"
+    );
+
+    let mixed = tmp.path().join("mixed.h5");
+    sized_h5(&mixed, 2, 48, 32, Layout::Nhwc);
+    let text = load(&h5_source(&mixed, None), 0).unwrap_err().to_string();
+    assert!(
+        text.contains("mixed.h5: dataset `test/images`: images of 32x32 pixels, but `train/images` holds 48x48"),
+        "{text}"
+    );
+
+    // CIFAR's binary layout has room for 32x32 images only.
+    let text = convert_hdf5_to_cifar(&mixed, &tmp.path().join("back"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("CIFAR files hold 32x32 images; these are 48x48"),
+        "{text}"
+    );
+
+    // [N, 3, 3, 3] reads either way: the layout must be said.
+    let tiny = tmp.path().join("tiny.h5");
+    write_h5(&tiny, (&[1, 3, 3, 3], vec![0; 27]), vec![0]);
+    let text = load(&h5_source(&tiny, None), 0).unwrap_err().to_string();
+    assert!(text.contains("data.hdf5_layout"), "{text}");
+    assert_eq!(
+        load(&h5_source(&tiny, Some(Layout::Nchw)), 0)
+            .unwrap()
+            .train
+            .side,
+        3
+    );
+}
+
+fn train(h5: &Path, runs: &Path, extra: &[&str]) -> Output {
+    let sets = [
+        "data.source=\"hdf5\"",
+        "model=\"resnet8\"",
+        "train.batch_size=4",
+        "train.max_steps=2",
+        "train.threads=2",
+        "log.every_steps=1",
+        "eval.every_steps=0",
+        "device=\"cpu\"",
+    ];
+    Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
+        .args(["--headless", "--config", "/dev/null", "--data"])
+        .arg(h5)
+        .arg("--runs-dir")
+        .arg(runs)
+        .args(sets.iter().chain(extra).flat_map(|s| ["--set", s]))
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+#[test]
+fn a_net_trains_on_48x48_images_and_a_checkpoint_of_another_size_does_not_resume_on_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (big, small) = (tmp.path().join("big.h5"), tmp.path().join("small.h5"));
+    sized_h5(&big, 8, 48, 48, Layout::Nhwc);
+    sized_h5(&small, 8, 32, 32, Layout::Nhwc);
+    let o = train(&big, &tmp.path().join("runs"), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = train(&small, &tmp.path().join("small-runs"), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run = std::fs::read_dir(tmp.path().join("small-runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
+        .args(["--headless", "--resume"])
+        .arg(&run)
+        .arg("--set")
+        .arg(format!("data.path={:?}", big.display().to_string()))
+        .args(["--set", "train.max_steps=4"])
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("trained on 32x32 images") && t.contains("the data's images are 48x48"),
+        "{t}"
     );
 }

@@ -235,4 +235,27 @@ fn the_binary_trains_the_imagenet_experiment_shrunk_from_a_folder_given_by_data(
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("resnet18"), "{text}");
+
+    // The run directory names the classes, and `report` shows them.
+    let run = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::read_to_string(run.join("classes.txt")).unwrap(),
+        "a\nb\n"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
+        .arg("report")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("| run | classes | class names |") && text.contains("| 2 | a, b |"),
+        "{text}"
+    );
 }

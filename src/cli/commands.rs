@@ -3,11 +3,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use candle_core::Device;
+use anyhow::Context;
 
 use super::EvalArgs;
+use super::ten_crop::evaluate_ten_crop;
 use crate::config::Config;
+use crate::data::CifarKind;
 use crate::engine::DataCache;
 use crate::model::{ModelSpec, Net};
 
@@ -60,14 +61,20 @@ pub fn models(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `resnet-tui eval --model M --weights FILE --data DIR [--json]`.
+/// `resnet-tui eval --model M --weights FILE --data DIR [--json] [--ten-crop]`.
 pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let mut sets = vec![
         format!("model={:?}", args.model),
         format!("data.path={:?}", args.data.display().to_string()),
     ];
     if !args.sets.iter().any(|s| s.starts_with("data.source")) {
-        sets.push("data.source=\"cifar10\"".into());
+        // As for training: a directory with train/ is an image folder.
+        let source = if args.data.join("train").is_dir() {
+            "imagefolder"
+        } else {
+            "cifar10"
+        };
+        sets.push(format!("data.source={source:?}"));
     }
     sets.extend(args.sets.iter().cloned());
     let resolved = Config::from_text(Path::new("<eval>"), "", &sets)?;
@@ -85,6 +92,38 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let net = Net::new(&spec, &device, c.backend, c.train.seed)?;
     net.load_safetensors(&args.weights)?;
     let test = &prepared.splits.test;
+    if args.ten_crop {
+        let s = evaluate_ten_crop(&net, test, &prepared.stats, c.eval.batch_size, &device)
+            .with_context(|| format!("evaluating {}", args.weights.display()))?;
+        let (side, resize) = (c.data.image_size, c.data.eval_resize);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "loss": s.loss, "err": s.top1_err, "top1_err": s.top1_err,
+                    "top5_err": s.top5_err, "n": s.n, "skipped": s.skipped, "crops": 10,
+                    "crop": side, "resize": resize,
+                })
+            );
+        } else {
+            println!(
+                "{} on {} test images, 10-crop ({side}x{side} corners + center of the shorter side \
+                 resized to {resize}, and their flips): loss {:.4}, top-1 error {:.2}%, top-5 error \
+                 {:.2}%{}",
+                args.weights.display(),
+                s.n,
+                s.loss,
+                100.0 * s.top1_err,
+                100.0 * s.top5_err,
+                if s.skipped > 0 {
+                    format!(" ({} images could not be decoded, left out)", s.skipped)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (loss, err) = crate::engine::evaluate(
         &net,
         test,
@@ -110,8 +149,35 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `resnet-tui convert --from DIR --to FILE.h5` (or back).
+/// Whether `path` names an HDF5 file (by its extension).
+fn is_hdf5_name(path: &Path) -> bool {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| matches!(e.as_str(), "h5" | "hdf5" | "he5"))
+}
+
+/// `resnet-tui convert --from DIR --to FILE.h5` (or back), or `--from DIR --to DIR`: a CIFAR
+/// binary directory written as an image folder of PNGs.
 pub fn convert(from: &Path, to: &Path, cifar100: bool) -> anyhow::Result<ExitCode> {
+    // An HDF5 file on either side means HDF5; anything else is a CIFAR directory to a folder.
+    if !(is_hdf5_name(to) || from.is_file()) {
+        let kind = if cifar100 {
+            CifarKind::Cifar100
+        } else {
+            CifarKind::Cifar10
+        };
+        let done = crate::data::export_cifar_folder(from, to, kind)?;
+        println!(
+            "wrote {} training and {} validation images (PNG) in {} class folders ({} .. {}) to {}",
+            done.train,
+            done.val,
+            done.classes.len(),
+            done.classes.first().map_or("", String::as_str),
+            done.classes.last().map_or("", String::as_str),
+            to.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     #[cfg(feature = "hdf5")]
     {
         if from.is_dir() {
@@ -124,8 +190,7 @@ pub fn convert(from: &Path, to: &Path, cifar100: bool) -> anyhow::Result<ExitCod
     }
     #[cfg(not(feature = "hdf5"))]
     {
-        let _ = (from, to, cifar100, Device::Cpu);
-        bail!(
+        anyhow::bail!(
             "this binary was built without HDF5 support: rebuild with `cargo build --release --features hdf5` (needs Debian's libhdf5-dev)"
         )
     }

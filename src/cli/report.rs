@@ -205,6 +205,38 @@ pub fn markdown(runs: &[RunSummary]) -> String {
     t
 }
 
+/// Class names shown per run; the rest are counted.
+const CLASSES_SHOWN: usize = 5;
+
+/// The class names a run directory lists (image folders: `classes.txt`, one per line in label
+/// order); empty when it has none (other datasets, or runs from before the file existed).
+pub fn run_classes(dir: &Path) -> anyhow::Result<Vec<String>> {
+    // Written by the trainer beside config.toml (`CLASSES_FILE` in engine/trainer/prepare.rs).
+    let path = dir.join("classes.txt");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().map(String::from).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The classes of the runs that name theirs (image folders): how many and the first few, as
+/// Markdown; `None` when no run does.
+pub fn class_table(runs: &[(String, Vec<String>)]) -> Option<String> {
+    if runs.iter().all(|(_, c)| c.is_empty()) {
+        return None;
+    }
+    let mut t = String::from("| run | classes | class names |\n|---|---|---|\n");
+    for (name, classes) in runs.iter().filter(|(_, c)| !c.is_empty()) {
+        let mut shown = classes[..classes.len().min(CLASSES_SHOWN)].join(", ");
+        if classes.len() > CLASSES_SHOWN {
+            let _ = write!(shown, ", ... ({} more)", classes.len() - CLASSES_SHOWN);
+        }
+        let _ = writeln!(t, "| {name} | {} | {shown} |", classes.len());
+    }
+    Some(t)
+}
+
 pub fn report(
     dirs: &[PathBuf],
     write_markdown: Option<&Path>,
@@ -212,16 +244,23 @@ pub fn report(
 ) -> anyhow::Result<ExitCode> {
     let mut runs = Vec::new();
     let mut curves = Vec::new();
+    let mut classes = Vec::new();
     for dir in dirs {
         let path = dir.join("metrics.jsonl");
         let records = read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
         match summarize(&records) {
-            Some(s) => runs.push(s),
+            Some(s) => {
+                classes.push((s.name.clone(), run_classes(dir)?));
+                runs.push(s);
+            }
             None => anyhow::bail!("{}: no records yet", path.display()),
         }
         curves.push(plot::Curves::from_records(&records));
     }
-    let table = markdown(&runs);
+    let mut table = markdown(&runs);
+    if let Some(t) = class_table(&classes) {
+        let _ = write!(table, "\n{t}");
+    }
     print!("{table}");
     if let Some(path) = write_markdown {
         std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
@@ -233,4 +272,27 @@ pub fn report(
         println!("\nwrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::class_table;
+
+    #[test]
+    fn the_class_table_counts_each_runs_classes_and_names_the_first_five() {
+        let names = |n: usize| (0..n).map(|k| format!("n0{k}")).collect::<Vec<_>>();
+        assert_eq!(class_table(&[("resnet20".into(), Vec::new())]), None);
+        let t = class_table(&[
+            ("resnet18".into(), names(7)),
+            ("resnet20".into(), Vec::new()),
+            ("plain18".into(), names(2)),
+        ])
+        .unwrap();
+        assert!(
+            t.contains("| resnet18 | 7 | n00, n01, n02, n03, n04, ... (2 more) |"),
+            "{t}"
+        );
+        assert!(t.contains("| plain18 | 2 | n00, n01 |"), "{t}");
+        assert!(!t.contains("resnet20"), "{t}");
+    }
 }

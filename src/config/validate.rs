@@ -206,7 +206,7 @@ fn image_folder(d: &super::DataConfig) -> Result<(), Invalid> {
     one_of(
         "data.train_crop",
         &d.train_crop,
-        &["shorter_side", "random_resized"],
+        &["shorter_side", "random_resized", "pad_crop"],
     )?;
     if d.resize_min < d.image_size {
         return Err(bad(

@@ -1,7 +1,7 @@
 //! The paper's training augmentation (Section 4.2, after Lee et al.): pad 4 pixels of zeros on each
 //! side, take a random 32x32 crop, flip it horizontally half of the time; and the per-epoch order.
 
-use super::{IMAGE_BYTES, PLANE, SIDE};
+use super::SIDE;
 use crate::rng::{Purpose, Rng, stream};
 
 /// Pixels of padding on each side; crop offsets lie in `-PAD..=PAD`.
@@ -26,11 +26,16 @@ impl Augment {
     /// The augmentation of dataset sample `index` in `epoch`: a function of (seed, epoch, index)
     /// only, so it does not depend on which worker builds the batch.
     pub fn draw(seed: u64, epoch: u64, index: u64) -> Augment {
+        Augment::draw_padded(seed, epoch, index, PAD as usize)
+    }
+
+    /// [`Augment::draw`] with crop offsets in `-pad..=pad` (the same draws as `draw` at 4).
+    pub fn draw_padded(seed: u64, epoch: u64, index: u64, pad: usize) -> Augment {
         let mut r = stream(seed, Purpose::Augment, &[epoch, index]);
-        let span = (2 * PAD + 1) as u64;
+        let span = (2 * pad + 1) as u64;
         Augment {
-            crop_x: r.below(span) as i32 - PAD,
-            crop_y: r.below(span) as i32 - PAD,
+            crop_x: r.below(span) as i32 - pad as i32,
+            crop_y: r.below(span) as i32 - pad as i32,
             flip: r.coin(),
         }
     }
@@ -67,23 +72,37 @@ pub fn crop_flip<T: Copy + Default>(
     flip: bool,
     dst: &mut [T],
 ) {
-    let side = SIDE as i32;
-    // The columns of the output row that read inside the source: x + crop_x in 0..32.
-    let x_lo = (-crop_x).clamp(0, side) as usize;
-    let x_hi = (side - crop_x).clamp(0, side) as usize;
-    let planes = src.len().min(dst.len()).min(IMAGE_BYTES) / PLANE;
+    crop_flip_side(src, SIDE, crop_x, crop_y, flip, dst);
+}
+
+/// [`crop_flip`] of `side` x `side` CHW images (any size: HDF5 files and image folders): works on
+/// the first 3 x side x side values of each slice.
+pub fn crop_flip_side<T: Copy + Default>(
+    src: &[T],
+    side: usize,
+    crop_x: i32,
+    crop_y: i32,
+    flip: bool,
+    dst: &mut [T],
+) {
+    let plane = side * side;
+    let s_i = side as i32;
+    // The columns of the output row that read inside the source: x + crop_x in 0..side.
+    let x_lo = (-crop_x).clamp(0, s_i) as usize;
+    let x_hi = (s_i - crop_x).clamp(0, s_i) as usize;
+    let planes = src.len().min(dst.len()).min(3 * plane) / plane.max(1);
     for c in 0..planes {
         let (s, d) = (
-            &src[c * PLANE..(c + 1) * PLANE],
-            &mut dst[c * PLANE..(c + 1) * PLANE],
+            &src[c * plane..(c + 1) * plane],
+            &mut dst[c * plane..(c + 1) * plane],
         );
-        for (y, row) in d.chunks_exact_mut(SIDE).enumerate() {
+        for (y, row) in d.chunks_exact_mut(side).enumerate() {
             let sy = y as i32 + crop_y;
-            if !(0..side).contains(&sy) || x_lo >= x_hi {
+            if !(0..s_i).contains(&sy) || x_lo >= x_hi {
                 row.fill(T::default());
                 continue;
             }
-            let srow = &s[sy as usize * SIDE..(sy as usize + 1) * SIDE];
+            let srow = &s[sy as usize * side..(sy as usize + 1) * side];
             let from = (x_lo as i32 + crop_x) as usize;
             let valid = &srow[from..from + (x_hi - x_lo)];
             row[..x_lo].fill(T::default());

@@ -4,6 +4,7 @@
 
 mod decode;
 mod encode;
+mod export;
 mod recipe;
 mod resample;
 mod scan;
@@ -12,11 +13,12 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use super::augment::epoch_order;
+use super::augment::{crop_flip_side, epoch_order};
 use super::{Dataset, NormStats};
 
 pub use self::decode::{Rgb, decode_rgb};
 pub use self::encode::{encode_jpeg, encode_png};
+pub use self::export::{CIFAR10_CLASSES, Exported, export_cifar_folder};
 pub use self::recipe::{Recipe, TrainCrop, View};
 pub use self::scan::{FolderSplits, IMAGE_EXTENSIONS, scan_folder};
 
@@ -63,7 +65,14 @@ impl Files {
         let side = self.recipe.side;
         let mut pixels = vec![0u8; 3 * side * side];
         self.cut(i, view, &mut pixels)?;
-        stats.apply(&pixels, out);
+        match view.shift() {
+            None => stats.apply(&pixels, out),
+            Some((x, y)) => {
+                let mut normalised = vec![0f32; pixels.len()];
+                stats.apply(&pixels, &mut normalised);
+                crop_flip_side(&normalised, side, x, y, view.flip, out);
+            }
+        }
         if let Some(shift) = view.lighting {
             let plane = side * side;
             for (c, o) in out.chunks_exact_mut(plane).enumerate() {
@@ -74,17 +83,38 @@ impl Files {
         Ok(())
     }
 
-    /// Sample `i` decoded and cut as `view` into `out` as u8 CHW.
+    /// Sample `i` decoded and cut as `view` into `out` as u8 CHW (a `PadCrop` view's shift and
+    /// flip come after normalising, in [`Files::fill`]).
     pub fn cut(&self, i: usize, view: &View, out: &mut [u8]) -> Result<(), Skipped> {
+        let img = self.decode(i)?;
+        let rect = view.rect(img.width, img.height, &self.recipe);
+        let flip = view.flip && view.shift().is_none();
+        resample::crop_resize(&img, rect, self.recipe.side, flip, out);
+        Ok(())
+    }
+
+    /// Sample `i` read and decoded.
+    pub fn decode(&self, i: usize) -> Result<Rgb, Skipped> {
         let path = &self.paths[i];
         let skipped = |reason: String| Skipped {
             path: path.clone(),
             reason,
         };
         let bytes = std::fs::read(path).map_err(|e| skipped(format!("cannot read: {e}")))?;
-        let img = decode_rgb(&bytes).map_err(skipped)?;
-        let rect = view.rect(img.width, img.height, &self.recipe);
-        resample::crop_resize(&img, rect, self.recipe.side, view.flip, out);
+        decode_rgb(&bytes).map_err(skipped)
+    }
+
+    /// The paper's 10 test views of sample `i` (see [`ten_crops`]), normalised by `stats`, one
+    /// after the other into `out` (10 x 3 x side x side); the image is decoded once.
+    pub fn fill_ten(&self, i: usize, stats: &NormStats, out: &mut [f32]) -> Result<(), Skipped> {
+        let img = self.decode(i)?;
+        let bytes = 3 * self.recipe.side * self.recipe.side;
+        for (crop, o) in ten_crops(&img, &self.recipe)
+            .iter()
+            .zip(out.chunks_exact_mut(bytes))
+        {
+            stats.apply(crop, o);
+        }
         Ok(())
     }
 
@@ -113,6 +143,23 @@ impl Files {
             files: None,
         }
     }
+}
+
+/// The paper's 10-crop testing (Section 3.4, after Krizhevsky et al.): the shorter side resized to
+/// `recipe.eval_resize`, the four corner crops and the center crop of `recipe.side` (torchvision's
+/// FiveCrop order: top-left, top-right, bottom-left, bottom-right, center), then the same five
+/// flipped horizontally (TenCrop's order). Each is u8 CHW, 3 x side x side.
+pub fn ten_crops(img: &Rgb, recipe: &Recipe) -> Vec<Vec<u8>> {
+    let side = recipe.side;
+    (0..10)
+        .map(|k| {
+            let view = View::test(k);
+            let mut out = vec![0u8; 3 * side * side];
+            let rect = view.rect(img.width, img.height, recipe);
+            resample::crop_resize(img, rect, side, view.flip, &mut out);
+            out
+        })
+        .collect()
 }
 
 /// The error that stops a run when more than `max_share` of the `requested` images of one batch

@@ -1,6 +1,6 @@
-//! HDF5 datasets (feature `hdf5`): u8 images `[N, 32, 32, 3]` (NHWC) or `[N, 3, 32, 32]` (NCHW)
-//! and integer labels `[N]`, at configurable dataset paths; and conversion to and from the CIFAR
-//! binary layout (`resnet-tui convert`).
+//! HDF5 datasets (feature `hdf5`): u8 images `[N, S, S, 3]` (NHWC) or `[N, 3, S, S]` (NCHW) of any
+//! square size S (the network's input is then S x S), and integer labels `[N]`, at configurable
+//! dataset paths; and conversion to and from the CIFAR binary layout (`resnet-tui convert`).
 
 use std::path::Path;
 
@@ -43,26 +43,60 @@ fn dataset(file: &File, path: &Path, name: &str) -> Result<H5Dataset, DataError>
         .map_err(|e| err(path, name, format!("cannot open the dataset: {e}")))
 }
 
-/// The layout `shape` is in, checked against `given` when there is one.
-fn layout_of(shape: &[usize], given: Option<Layout>) -> Option<Layout> {
-    let nhwc = shape.len() == 4 && shape[1..] == [SIDE, SIDE, 3];
-    let nchw = shape.len() == 4 && shape[1..] == [3, SIDE, SIDE];
+/// What a shape of `given` layout (or either) should look like, for error messages.
+fn expected_shape(given: Option<Layout>) -> &'static str {
     match given {
-        Some(Layout::Nhwc) if nhwc => Some(Layout::Nhwc),
-        Some(Layout::Nchw) if nchw => Some(Layout::Nchw),
-        Some(_) => None,
-        None if nhwc => Some(Layout::Nhwc),
-        None if nchw => Some(Layout::Nchw),
-        None => None,
+        Some(Layout::Nhwc) => "[N, S, S, 3] (nhwc, as configured)",
+        Some(Layout::Nchw) => "[N, 3, S, S] (nchw, as configured)",
+        None => "[N, S, S, 3] (nhwc) or [N, 3, S, S] (nchw), S the image side",
     }
 }
 
+/// The layout and image side of `shape`, checked against `given` when there is one: 3 colour
+/// channels first or last, square images (the networks take square inputs).
+fn layout_of(shape: &[usize], given: Option<Layout>) -> Result<(Layout, usize), String> {
+    let wrong = || {
+        format!(
+            "expected image shape {}, found {shape:?}",
+            expected_shape(given)
+        )
+    };
+    let [_, a, b, c] = shape else {
+        return Err(wrong());
+    };
+    let (nhwc, nchw) = (*c == 3, *a == 3);
+    let layout = match given {
+        Some(Layout::Nhwc) if nhwc => Layout::Nhwc,
+        Some(Layout::Nchw) if nchw => Layout::Nchw,
+        None if nhwc && nchw => {
+            return Err(format!(
+                "shape {shape:?} reads as nhwc and as nchw; set data.hdf5_layout to say which"
+            ));
+        }
+        None if nhwc => Layout::Nhwc,
+        None if nchw => Layout::Nchw,
+        _ => return Err(wrong()),
+    };
+    let (h, w) = match layout {
+        Layout::Nhwc => (*a, *b),
+        Layout::Nchw => (*b, *c),
+    };
+    if h != w || h == 0 {
+        return Err(format!(
+            "images of {h}x{w} pixels (height x width, shape {shape:?}); the networks take \
+             square, non-empty inputs: crop or resize the images to S x S first"
+        ));
+    }
+    Ok((layout, h))
+}
+
+/// The images of dataset `name` as u8 CHW, and their side.
 fn read_images(
     file: &File,
     path: &Path,
     name: &str,
     given: Option<Layout>,
-) -> Result<Vec<u8>, DataError> {
+) -> Result<(Vec<u8>, usize), DataError> {
     let ds = dataset(file, path, name)?;
     let dtype = ds.dtype().and_then(|t| t.to_descriptor());
     if !matches!(dtype, Ok(TypeDescriptor::Unsigned(IntSize::U1))) {
@@ -76,43 +110,31 @@ fn read_images(
             format!("expected image dtype u8, found {found}"),
         ));
     }
-    let shape = ds.shape();
-    let expected = match given {
-        Some(Layout::Nhwc) => "[N, 32, 32, 3] (nhwc, as configured)",
-        Some(Layout::Nchw) => "[N, 3, 32, 32] (nchw, as configured)",
-        None => "[N, 32, 32, 3] (nhwc) or [N, 3, 32, 32] (nchw)",
-    };
-    let Some(layout) = layout_of(&shape, given) else {
-        return Err(err(
-            path,
-            name,
-            format!("expected image shape {expected}, found {shape:?}"),
-        ));
-    };
+    let (layout, side) = layout_of(&ds.shape(), given).map_err(|e| err(path, name, e))?;
     let raw: Vec<u8> = ds
         .read_raw()
         .map_err(|e| err(path, name, format!("reading the images failed: {e}")))?;
     Ok(match layout {
-        Layout::Nchw => raw,
-        Layout::Nhwc => nhwc_to_chw(&raw),
+        Layout::Nchw => (raw, side),
+        Layout::Nhwc => (nhwc_to_chw(&raw, side), side),
     })
 }
 
-fn nhwc_to_chw(raw: &[u8]) -> Vec<u8> {
+/// `side` x `side` images from interleaved HWC to planar CHW.
+fn nhwc_to_chw(raw: &[u8], side: usize) -> Vec<u8> {
+    let (plane, bytes) = (side * side, 3 * side * side);
     let mut out = vec![0u8; raw.len()];
-    for (src, dst) in raw
-        .chunks_exact(IMAGE_BYTES)
-        .zip(out.chunks_exact_mut(IMAGE_BYTES))
-    {
+    for (src, dst) in raw.chunks_exact(bytes).zip(out.chunks_exact_mut(bytes)) {
         for (p, px) in src.chunks_exact(3).enumerate() {
             for (c, &v) in px.iter().enumerate() {
-                dst[c * PLANE + p] = v;
+                dst[c * plane + p] = v;
             }
         }
     }
     out
 }
 
+/// CIFAR's 32x32 CHW images to HWC, as `convert` writes them.
 fn chw_to_nhwc(chw: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; chw.len()];
     for (src, dst) in chw
@@ -177,14 +199,15 @@ pub fn read_hdf5(
     layout: Option<Layout>,
 ) -> Result<Dataset, DataError> {
     let file = open(path)?;
-    let images = read_images(&file, path, images, layout)?;
-    let labels = read_labels(&file, path, labels, images.len() / IMAGE_BYTES)?;
+    let (images, side) = read_images(&file, path, images, layout)?;
+    let labels = read_labels(&file, path, labels, images.len() / (3 * side * side))?;
     Ok(Dataset {
         images,
         classes: labels.iter().max().map_or(0, |&m| usize::from(m) + 1),
         labels,
         name: format!("hdf5:{}", path.display()),
-        ..Dataset::default()
+        side,
+        files: None,
     })
 }
 
@@ -232,7 +255,15 @@ pub fn convert_cifar_to_hdf5(dir: &Path, out_h5: &Path, classes100: bool) -> Res
 }
 
 fn read_group(file: &File, path: &Path, group: &str) -> Result<Records, DataError> {
-    let images = read_images(file, path, &format!("{group}/images"), None)?;
+    let name = format!("{group}/images");
+    let (images, side) = read_images(file, path, &name, None)?;
+    if side != SIDE {
+        return Err(err(
+            path,
+            &name,
+            format!("CIFAR files hold 32x32 images; these are {side}x{side}"),
+        ));
+    }
     let n = images.len() / IMAGE_BYTES;
     let narrow = |name: &str| -> Result<Vec<u8>, DataError> {
         let labels = read_labels(file, path, name, n)?;

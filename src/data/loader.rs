@@ -8,7 +8,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
 
-use super::augment::{Augment, crop_flip, epoch_order};
+use super::augment::{Augment, crop_flip_side, epoch_order};
 use super::folder::{Skipped, View};
 use super::{Dataset, NormStats};
 
@@ -139,7 +139,7 @@ fn fill_one(
         stats.apply(d.image(i), out);
     } else {
         stats.apply(d.image(i), scratch);
-        crop_flip(scratch, aug.crop_x, aug.crop_y, aug.flip, out);
+        crop_flip_side(scratch, d.side, aug.crop_x, aug.crop_y, aug.flip, out);
     }
 }
 
@@ -356,4 +356,69 @@ fn bench_plan(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64, aug
         g += 1;
     }
     images as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Samples of an image folder with their 10 test views (the paper's 10-crop testing, see
+/// [`crate::data::ten_crops`]): `images` is sample-major, each kept sample's 10 normalised views
+/// one after the other (`[10 * len, 3, side, side]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenCropBatch {
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub side: usize,
+    /// Images that could not be decoded, left out of all ten views.
+    pub skipped: Vec<Skipped>,
+}
+
+impl TenCropBatch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// The test set in order, `samples` images a batch, each with its 10 test views (decoded once,
+/// in parallel); `None` for an in-memory dataset, which has no larger image to crop from.
+pub fn ten_crop_batches<'a>(
+    data: &'a Dataset,
+    stats: &'a NormStats,
+    samples: usize,
+) -> Option<impl Iterator<Item = TenCropBatch> + 'a> {
+    let files = data.files.as_ref()?;
+    let b = samples.max(1);
+    let bytes = 10 * data.image_bytes();
+    Some((0..data.len().div_ceil(b)).map(move |k| {
+        let (from, to) = (k * b, ((k + 1) * b).min(data.len()));
+        let mut images = vec![0f32; (to - from) * bytes];
+        let mut results: Vec<Result<(), Skipped>> = Vec::with_capacity(to - from);
+        images
+            .par_chunks_exact_mut(bytes)
+            .zip(from..to)
+            .map(|(out, i)| files.fill_ten(i, stats, out))
+            .collect_into_vec(&mut results);
+        let (mut labels, mut skipped, mut kept) = (Vec::new(), Vec::new(), 0);
+        for (i, r) in (from..to).zip(results) {
+            match r {
+                Ok(()) => {
+                    images.copy_within((i - from) * bytes..(i - from + 1) * bytes, kept * bytes);
+                    labels.push(u32::from(data.labels[i]));
+                    kept += 1;
+                }
+                Err(s) => {
+                    tracing::warn!("evaluation skipped {}: {}", s.path.display(), s.reason);
+                    skipped.push(s);
+                }
+            }
+        }
+        images.truncate(kept * bytes);
+        TenCropBatch {
+            images,
+            labels,
+            side: data.side,
+            skipped,
+        }
+    }))
 }

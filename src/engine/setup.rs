@@ -173,6 +173,7 @@ pub fn recipe(d: &DataConfig) -> data::Recipe {
             scale_min: d.crop_scale[0],
             scale_max: d.crop_scale[1],
         },
+        "pad_crop" => data::TrainCrop::PadCrop { pad: 4 },
         _ => data::TrainCrop::ShorterSide {
             min: d.resize_min,
             max: d.resize_max,
@@ -276,6 +277,19 @@ mod tests {
         );
         let e = place(&auto(2), &[0, 4], 4).unwrap_err();
         assert!(e.contains("cuda:4") && e.contains("4 GPUs"), "{e}");
+    }
+
+    #[test]
+    fn pad_crop_in_the_config_is_the_cifar_augmentation_on_image_folders() {
+        let d = crate::config::DataConfig {
+            train_crop: "pad_crop".into(),
+            ..Default::default()
+        };
+        let r = super::recipe(&d);
+        assert!(matches!(
+            r.train_crop,
+            crate::data::TrainCrop::PadCrop { pad: 4 }
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! AlexNet's PCA colour augmentation), torchvision's RandomResizedCrop as the alternative most use
 //! today, and the test views (center crop after resizing the shorter side to 256; the 10 crops).
 
+use crate::data::Augment;
 use crate::rng::{Purpose, Rng, stream};
 
 /// How training views are cut.
@@ -13,6 +14,12 @@ pub enum TrainCrop {
     /// torchvision's RandomResizedCrop: a random share in `[scale_min, scale_max]` of the area
     /// with an aspect ratio in [3/4, 4/3], resized to the input size.
     RandomResized { scale_min: f32, scale_max: f32 },
+    /// Section 4.2's CIFAR augmentation on the evaluation view (shorter side to `eval_resize`,
+    /// center crop): `pad` pixels of zeros (in the normalised space) on each side, a random crop
+    /// back to the input size, a random flip; the same draws as the CIFAR loader's
+    /// ([`crate::data::Augment::draw_padded`]), so a converted CIFAR folder trains on the batches
+    /// the binary files give.
+    PadCrop { pad: usize },
 }
 
 /// How an image folder's images become network inputs.
@@ -58,6 +65,8 @@ enum Kind {
     /// Test view `k` of five: top-left, top-right, bottom-left, bottom-right, center
     /// (torchvision's FiveCrop order).
     Test(usize),
+    /// The center test view, then shifted by (x, y) with zero padding (`TrainCrop::PadCrop`).
+    Padded { x: i32, y: i32 },
 }
 
 /// One view of one sample.
@@ -105,6 +114,17 @@ impl View {
             let alpha = [0, 1, 2].map(|i| normal(&mut r) * recipe.lighting * EIGVAL[i]);
             [0, 1, 2].map(|c| (0..3).map(|i| EIGVEC[c][i] * alpha[i]).sum())
         });
+        if let TrainCrop::PadCrop { pad } = recipe.train_crop {
+            let a = Augment::draw_padded(seed, epoch, index, pad);
+            return View {
+                kind: Kind::Padded {
+                    x: a.crop_x,
+                    y: a.crop_y,
+                },
+                flip: a.flip,
+                lighting,
+            };
+        }
         View {
             kind: Kind::Train(crop),
             flip,
@@ -112,10 +132,20 @@ impl View {
         }
     }
 
+    /// The shift of a `TrainCrop::PadCrop` view, applied after normalising (the padding is zero
+    /// in the network's input space, as for CIFAR); `None` for the other views.
+    pub fn shift(&self) -> Option<(i32, i32)> {
+        match self.kind {
+            Kind::Padded { x, y } => Some((x, y)),
+            _ => None,
+        }
+    }
+
     /// The region of a `w` x `h` image this view resizes to the recipe's input size.
     pub fn rect(&self, w: usize, h: usize, recipe: &Recipe) -> Rect {
         let side = recipe.side;
         match (self.kind, &recipe.train_crop) {
+            (Kind::Padded { .. }, _) => View::center().rect(w, h, recipe),
             (Kind::Test(k), _) => {
                 let (rw, rh) = resized(w, h, recipe.eval_resize);
                 let (free_x, free_y) = (rw.saturating_sub(side), rh.saturating_sub(side));
@@ -145,6 +175,9 @@ impl View {
                     scale_max,
                 },
             ) => random_resized(&mut Rng::new(seed), w, h, *scale_min, *scale_max),
+            // A training view is only drawn as `Padded` under `PadCrop`; a recipe changed since
+            // is served its center view.
+            (Kind::Train(_), TrainCrop::PadCrop { .. }) => View::center().rect(w, h, recipe),
         }
     }
 }

@@ -115,6 +115,10 @@ fn read_split(
             "no .jpg/.jpeg/.png image in any class folder",
         ));
     }
+    if let Some(order) = index_order(&paths) {
+        paths = order.iter().map(|&k| paths[k].clone()).collect();
+        labels = order.iter().map(|&k| labels[k]).collect();
+    }
     let files = Files {
         paths,
         class_names: classes.to_vec(),
@@ -128,6 +132,27 @@ fn read_split(
         side: recipe.side,
         files: Some(Arc::new(files)),
     })
+}
+
+/// The order of `paths` by file name when every image of the split is named by a sample index:
+/// stems of ASCII digits, all of one length, no two alike (what `convert --to DIR` writes, e.g.
+/// `train/3-cat/00042.png`). Such a split keeps its global index order across the class folders,
+/// so its sample `i` is the original dataset's sample `i` (the same shuffles and augmentations as
+/// the binary files under one seed); any other split stays class-major, as in torchvision.
+fn index_order(paths: &[PathBuf]) -> Option<Vec<usize>> {
+    let stems: Vec<&str> = paths
+        .iter()
+        .map(|p| p.file_stem().and_then(|s| s.to_str()))
+        .collect::<Option<_>>()?;
+    let width = stems.first()?.len();
+    let digits = |s: &&str| s.len() == width && s.bytes().all(|b| b.is_ascii_digit());
+    if width == 0 || !stems.iter().all(digits) {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..paths.len()).collect();
+    order.sort_by_key(|&k| stems[k]);
+    let distinct = order.windows(2).all(|w| stems[w[0]] != stems[w[1]]);
+    distinct.then_some(order)
 }
 
 /// Lists `root/train` and `root/val` (or `root/test` when there is no `val`).

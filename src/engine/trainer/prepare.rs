@@ -8,6 +8,7 @@ use crossbeam_channel::Sender;
 use super::Trainer;
 use super::saving::{RestoreError, restore};
 use crate::config::validate_shortcut;
+use crate::data::NormStats;
 use crate::engine::RunPlan;
 use crate::engine::metrics::{self, MetricsLog};
 use crate::engine::setup::{DataCache, EngineError, select_device};
@@ -21,6 +22,24 @@ fn setup_err(run: &str, e: impl std::fmt::Display) -> EngineError {
         run: run.to_string(),
         message: e.to_string(),
     }
+}
+
+/// The run directory's list of class names (image folders only), one per line in label order;
+/// `report` reads it.
+const CLASSES_FILE: &str = "classes.txt";
+
+/// A checkpoint's per-pixel mean holds one value per input value: one of another size means the
+/// net was trained on images of another size than the data's `side` x `side`.
+fn check_input_size(norm: &NormStats, side: usize) -> Result<(), String> {
+    let values = norm.mean.len();
+    if norm.kind != "per_pixel_mean" || values == 3 * side * side {
+        return Ok(());
+    }
+    let trained = ((values / 3) as f64).sqrt().round() as usize;
+    Err(format!(
+        "the checkpoint was trained on {trained}x{trained} images (its per-pixel mean has {values} \
+         values), but the data's images are {side}x{side}: the network's input size must agree"
+    ))
 }
 
 impl Trainer {
@@ -83,6 +102,12 @@ impl Trainer {
             lr.state = state.lr_state;
             step = state.step;
             time_before = state.time_s;
+            check_input_size(&state.norm, prepared.train.side).map_err(|m| {
+                err(&format!(
+                    "{}: {m}; resume it on data of its own size",
+                    path.display()
+                ))
+            })?;
             stats = Arc::new(state.norm);
             window_at_start = state.window;
         }
@@ -92,6 +117,13 @@ impl Trainer {
         let resolved = toml::to_string_pretty(&c).map_err(|e| err(&e))?;
         std::fs::write(&config_path, resolved)
             .map_err(|e| err(&format!("{}: {e}", config_path.display())))?;
+        if let Some(files) = &prepared.train.files {
+            // For `report`: an image folder's class folder names, in label order.
+            let path = plan.dir.join(CLASSES_FILE);
+            let mut names = files.class_names.join("\n");
+            names.push('\n');
+            std::fs::write(&path, names).map_err(|e| err(&format!("{}: {e}", path.display())))?;
+        }
         let metrics_path = plan.dir.join("metrics.jsonl");
         let history = if plan.resume.is_some() {
             metrics::truncate_after(&metrics_path, step)
