@@ -32,8 +32,8 @@ pub use self::folder::{
 #[cfg(feature = "hdf5")]
 pub use self::h5::{convert_cifar_to_hdf5, convert_hdf5_to_cifar, read_hdf5};
 pub use self::loader::{
-    Batch, Loader, LoaderConfig, TenCropBatch, bench_pipeline, bench_views, eval_batches,
-    eval_views, steps_per_epoch, ten_crop_batches,
+    Batch, Loader, LoaderConfig, TenCropBatch, bench_pipeline, bench_views, bench_workers,
+    eval_batches, eval_views, steps_per_epoch, ten_crop_batches,
 };
 pub use self::normalize::{NormStats, Normalize};
 pub use self::synthetic::SYNTHETIC_CLASSES;

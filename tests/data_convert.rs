@@ -127,12 +127,19 @@ fn assert_same_batches(a: &[Batch], b: &[Batch], what: &str) {
     }
 }
 
-#[test]
-fn a_converted_folder_holds_every_image_as_a_png_under_its_class_and_index() {
+/// A temporary directory with the test's CIFAR-10 binary files in `bin/`, and where a folder
+/// converted from them goes (`folder/`, not made yet).
+fn cifar_bin() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let (bin, out) = (tmp.path().join("bin"), tmp.path().join("folder"));
     std::fs::create_dir(&bin).unwrap();
     cifar10_dir(&bin);
+    (tmp, bin, out)
+}
+
+#[test]
+fn a_converted_folder_holds_every_image_as_a_png_under_its_class_and_index() {
+    let (_tmp, bin, out) = cifar_bin();
     let o = convert(&bin, &out);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
@@ -175,10 +182,7 @@ fn a_converted_folder_holds_every_image_as_a_png_under_its_class_and_index() {
 
 #[test]
 fn the_folder_source_gives_the_batches_of_the_binary_files_with_and_without_augmentation() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (bin, out) = (tmp.path().join("bin"), tmp.path().join("folder"));
-    std::fs::create_dir(&bin).unwrap();
-    cifar10_dir(&bin);
+    let (_tmp, bin, out) = cifar_bin();
     let o = convert(&bin, &out);
     assert!(o.status.success(), "{}", text(&o));
 
@@ -218,10 +222,7 @@ fn the_folder_source_gives_the_batches_of_the_binary_files_with_and_without_augm
 
 #[test]
 fn convert_refuses_a_directory_that_is_not_empty_and_leaves_it_alone() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (bin, out) = (tmp.path().join("bin"), tmp.path().join("folder"));
-    std::fs::create_dir(&bin).unwrap();
-    cifar10_dir(&bin);
+    let (_tmp, bin, out) = cifar_bin();
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     let o = convert(&bin, &out);
@@ -241,10 +242,7 @@ fn convert_refuses_a_directory_that_is_not_empty_and_leaves_it_alone() {
 
 #[test]
 fn convert_names_the_broken_input_file_and_writes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (bin, out) = (tmp.path().join("bin"), tmp.path().join("folder"));
-    std::fs::create_dir(&bin).unwrap();
-    cifar10_dir(&bin);
+    let (tmp, bin, out) = cifar_bin();
     // A record cut short: 10 bytes missing from the end of the third training file.
     let third = bin.join("data_batch_3.bin");
     let bytes = std::fs::read(&third).unwrap();
@@ -283,10 +281,7 @@ fn convert_names_the_broken_input_file_and_writes_nothing() {
 
 #[test]
 fn a_folder_with_one_file_not_named_by_an_index_is_read_class_major_as_torchvision_does() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (bin, out) = (tmp.path().join("bin"), tmp.path().join("folder"));
-    std::fs::create_dir(&bin).unwrap();
-    cifar10_dir(&bin);
+    let (_tmp, bin, out) = cifar_bin();
     assert!(convert(&bin, &out).status.success());
     let indexed = load_split(&folder_source(&out), 0, 0).unwrap();
     assert!(

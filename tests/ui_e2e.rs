@@ -50,15 +50,14 @@ impl Screen {
     }
 }
 
-fn spawn(
-    runs: &Path,
-    cols: u16,
-    rows: u16,
-) -> (
+/// A program in a pseudo-terminal: the process, its keyboard and its screen.
+type Term = (
     Box<dyn portable_pty::Child + Send + Sync>,
     Box<dyn Write + Send>,
     Screen,
-) {
+);
+
+fn spawn(runs: &Path, cols: u16, rows: u16) -> Term {
     spawn_with(
         runs,
         cols,
@@ -68,16 +67,7 @@ fn spawn(
 }
 
 /// A tiny training run with the UI and these extra settings.
-fn spawn_with(
-    runs: &Path,
-    cols: u16,
-    rows: u16,
-    sets: &[&str],
-) -> (
-    Box<dyn portable_pty::Child + Send + Sync>,
-    Box<dyn Write + Send>,
-    Screen,
-) {
+fn spawn_with(runs: &Path, cols: u16, rows: u16, sets: &[&str]) -> Term {
     let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_resnet-tui"));
     // An empty config: the built-in defaults, not the repository's four-run demo.
     cmd.arg("--config");
@@ -92,13 +82,7 @@ fn spawn_with(
 }
 
 /// `resnet-tui watch PATH` in a terminal.
-fn spawn_watch(
-    path: &Path,
-) -> (
-    Box<dyn portable_pty::Child + Send + Sync>,
-    Box<dyn Write + Send>,
-    Screen,
-) {
+fn spawn_watch(path: &Path) -> Term {
     let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_resnet-tui"));
     cmd.args(["--config", "/dev/null", "watch"]);
     cmd.arg(path);
@@ -106,15 +90,7 @@ fn spawn_watch(
 }
 
 /// Runs `cmd` in a new pseudo-terminal of `cols` x `rows`.
-fn in_terminal(
-    mut cmd: CommandBuilder,
-    cols: u16,
-    rows: u16,
-) -> (
-    Box<dyn portable_pty::Child + Send + Sync>,
-    Box<dyn Write + Send>,
-    Screen,
-) {
+fn in_terminal(mut cmd: CommandBuilder, cols: u16, rows: u16) -> Term {
     let pty = native_pty_system()
         .openpty(PtySize {
             rows,

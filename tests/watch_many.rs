@@ -61,15 +61,20 @@ fn next(
     }
 }
 
-fn started_id(events: &Receiver<Event>, name: &str) -> RunId {
-    match next(
-        events,
-        60,
-        |e| matches!(e, Event::Started(i) if i.name == name),
-    ) {
-        Some(Event::Started(i)) => i.run,
-        _ => panic!("{name} never showed up in the watcher"),
+/// The watcher's ids of the runs called `names`, whichever order they start in.
+fn started_ids(events: &Receiver<Event>, names: &[&str]) -> Vec<RunId> {
+    let mut ids = vec![None; names.len()];
+    while ids.iter().any(Option::is_none) {
+        match next(events, 60, |e| matches!(e, Event::Started(_))) {
+            Some(Event::Started(i)) => {
+                if let Some(k) = names.iter().position(|n| *n == i.name) {
+                    ids[k] = Some(i.run);
+                }
+            }
+            _ => panic!("not all of {names:?} showed up in the watcher: {ids:?}"),
+        }
     }
+    ids.into_iter().flatten().collect()
 }
 
 /// Kills a child for good, whatever the test's outcome.
@@ -91,8 +96,8 @@ fn two_processes_in_one_runs_directory_watched_together() {
     let (events, commands, _registry) = watch::start(std::slice::from_ref(&runs)).unwrap();
     let mut a = Reap(trainer(&runs, "alpha"));
     let mut b = Reap(trainer(&runs, "beta"));
-    let id_a = started_id(&events, "alpha");
-    let id_b = started_id(&events, "beta");
+    let ids = started_ids(&events, &["alpha", "beta"]);
+    let (id_a, id_b) = (ids[0], ids[1]);
     assert_ne!(id_a, id_b);
     let (dir_a, dir_b) = (
         dir_of(&runs, "alpha").unwrap(),

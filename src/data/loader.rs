@@ -296,22 +296,7 @@ pub fn eval_views<'a>(
                 }
             })
             .collect_into_vec(&mut results);
-        let (mut labels, mut skipped, mut kept) = (Vec::new(), Vec::new(), 0);
-        for (i, r) in (from..to).zip(results) {
-            match r {
-                Ok(()) => {
-                    images.copy_within((i - from) * bytes..(i - from + 1) * bytes, kept * bytes);
-                    labels.push(u32::from(data.labels[i]));
-                    kept += 1;
-                }
-                Err(s) => {
-                    // Evaluation has no event channel: the warning goes to the run's log.
-                    tracing::warn!("evaluation skipped {}: {}", s.path.display(), s.reason);
-                    skipped.push(s);
-                }
-            }
-        }
-        images.truncate(kept * bytes);
+        let (labels, skipped) = keep_filled(data, from, &mut images, bytes, results);
         Batch {
             images,
             labels,
@@ -326,19 +311,38 @@ pub fn eval_views<'a>(
 /// Images per second that one thread turns into augmented, normalised training batches (what one
 /// loader worker can feed), measured for about `seconds`.
 pub fn bench_pipeline(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64) -> f64 {
-    bench_plan(data, stats, batch, seconds, true)
+    bench_plan(data, stats, batch, seconds, true, 1)
 }
 
 /// [`bench_pipeline`] for the evaluation views (an image folder's center crops).
 pub fn bench_views(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64) -> f64 {
-    bench_plan(data, stats, batch, seconds, false)
+    bench_plan(data, stats, batch, seconds, false, 1)
 }
 
-fn bench_plan(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64, augment: bool) -> f64 {
+/// [`bench_pipeline`] with `workers` threads building different batches at once, as the loader's
+/// workers do: their images/s together.
+pub fn bench_workers(
+    data: &Dataset,
+    stats: &NormStats,
+    batch: usize,
+    seconds: f64,
+    workers: usize,
+) -> f64 {
+    bench_plan(data, stats, batch, seconds, true, workers)
+}
+
+fn bench_plan(
+    data: &Dataset,
+    stats: &NormStats,
+    batch: usize,
+    seconds: f64,
+    augment: bool,
+    workers: usize,
+) -> f64 {
     let n = data.len();
     let batch = batch.max(1).min(n.max(1));
     let steps = steps_per_epoch(n, batch, true);
-    if steps == 0 {
+    if steps == 0 || workers == 0 {
         return 0.0;
     }
     let plan = Plan {
@@ -349,12 +353,23 @@ fn bench_plan(data: &Dataset, stats: &NormStats, batch: usize, seconds: f64, aug
         augment,
         seed: 0,
     };
-    let (started, mut images, mut order) = (Instant::now(), 0usize, None);
-    let mut g = 0;
-    while images == 0 || started.elapsed().as_secs_f64() < seconds {
-        images += std::hint::black_box(plan.build(g, &mut order)).len();
-        g += 1;
-    }
+    let started = Instant::now();
+    let images: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let plan = &plan;
+                s.spawn(move || {
+                    let (mut images, mut order, mut g) = (0usize, None, w as u64);
+                    while images == 0 || started.elapsed().as_secs_f64() < seconds {
+                        images += std::hint::black_box(plan.build(g, &mut order)).len();
+                        g += workers as u64;
+                    }
+                    images
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
     images as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -399,21 +414,7 @@ pub fn ten_crop_batches<'a>(
             .zip(from..to)
             .map(|(out, i)| files.fill_ten(i, stats, out))
             .collect_into_vec(&mut results);
-        let (mut labels, mut skipped, mut kept) = (Vec::new(), Vec::new(), 0);
-        for (i, r) in (from..to).zip(results) {
-            match r {
-                Ok(()) => {
-                    images.copy_within((i - from) * bytes..(i - from + 1) * bytes, kept * bytes);
-                    labels.push(u32::from(data.labels[i]));
-                    kept += 1;
-                }
-                Err(s) => {
-                    tracing::warn!("evaluation skipped {}: {}", s.path.display(), s.reason);
-                    skipped.push(s);
-                }
-            }
-        }
-        images.truncate(kept * bytes);
+        let (labels, skipped) = keep_filled(data, from, &mut images, bytes, results);
         TenCropBatch {
             images,
             labels,
@@ -421,4 +422,32 @@ pub fn ten_crop_batches<'a>(
             skipped,
         }
     }))
+}
+
+/// Moves the images of samples `from..` that were filled (`Ok` in `results`) together at the
+/// front of `images` (`bytes` each) and drops the rest; their labels, and what was skipped (with
+/// a warning in the run's log: evaluation has no event channel).
+fn keep_filled(
+    data: &Dataset,
+    from: usize,
+    images: &mut Vec<f32>,
+    bytes: usize,
+    results: Vec<Result<(), Skipped>>,
+) -> (Vec<u32>, Vec<Skipped>) {
+    let (mut labels, mut skipped, mut kept) = (Vec::new(), Vec::new(), 0);
+    for (i, r) in (from..).zip(results) {
+        match r {
+            Ok(()) => {
+                images.copy_within((i - from) * bytes..(i - from + 1) * bytes, kept * bytes);
+                labels.push(u32::from(data.labels[i]));
+                kept += 1;
+            }
+            Err(s) => {
+                tracing::warn!("evaluation skipped {}: {}", s.path.display(), s.reason);
+                skipped.push(s);
+            }
+        }
+    }
+    images.truncate(kept * bytes);
+    (labels, skipped)
 }

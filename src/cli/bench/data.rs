@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use super::{BenchArgs, child};
 use crate::data::{
-    Dataset, NormStats, Normalize, Recipe, Source, TrainCrop, bench_pipeline, encode_jpeg, load,
-    scan_folder,
+    Dataset, NormStats, Normalize, Recipe, Source, TrainCrop, bench_pipeline, bench_workers,
+    encode_jpeg, load, scan_folder,
 };
 
 /// The data side: how fast the embedded data is made, and how many training images per second
@@ -147,6 +147,31 @@ fn bench_jpegs(args: &BenchArgs) -> anyhow::Result<()> {
         println!("one loader worker, {name}: {train:.0} images/s");
         println!(
             "one loader worker, center 224 crop of the image resized to 256: {eval:.0} images/s"
+        );
+    }
+    worker_scaling(&root, batch)
+}
+
+/// The paper's training view with 1, 2, .. (up to the cores) workers at once: do they scale?
+fn worker_scaling(root: &Path, batch: usize) -> anyhow::Result<()> {
+    let recipe = Recipe {
+        train_crop: TrainCrop::ShorterSide { min: 256, max: 480 },
+        stats_images: 64,
+        ..Recipe::default()
+    };
+    let found = scan_folder(root, &recipe)?;
+    let stats = NormStats::compute(&Normalize::PerPixelMean, &found.train);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut one = 0.0;
+    for workers in 1..=cores.min(16) {
+        let rate = bench_workers(&found.train, &stats, batch, 3.0, workers);
+        if workers == 1 {
+            one = rate;
+        }
+        println!(
+            "{workers} loader worker(s) at once, Section 3.4 training view: {rate:.0} images/s \
+             ({:.2}x one worker, on {cores} cores)",
+            rate / one.max(1e-9)
         );
     }
     Ok(())
