@@ -93,7 +93,9 @@ fn two_processes_in_one_runs_directory_watched_together() {
     let runs = tmp.path().join("runs");
     std::fs::create_dir_all(&runs).unwrap();
     // Watching starts before any run exists: runs appear by themselves.
-    let (events, commands, _registry) = watch::start(std::slice::from_ref(&runs)).unwrap();
+    let watch::Watching {
+        events, commands, ..
+    } = watch::start(std::slice::from_ref(&runs)).unwrap();
     let mut a = Reap(trainer(&runs, "alpha"));
     let mut b = Reap(trainer(&runs, "beta"));
     let ids = started_ids(&events, &["alpha", "beta"]);
@@ -178,7 +180,7 @@ fn a_finished_run_is_finished_not_gone() {
     assert!(out.status.success());
     let dir = dir_of(&runs, "done").unwrap();
     assert!(dir.join("heartbeat.json").is_file());
-    let (events, _commands, _r) = watch::start(std::slice::from_ref(&runs)).unwrap();
+    let events = watch::start(std::slice::from_ref(&runs)).unwrap().events;
     next(&events, 30, |e| matches!(e, Event::Finished { .. })).expect("its end is shown");
     // The process has exited; a finished run is still not gone.
     assert!(next(&events, 3, |e| matches!(e, Event::Gone { .. })).is_none());

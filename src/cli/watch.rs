@@ -209,9 +209,18 @@ fn send_commands(commands: Receiver<Addressed>, registry: Registry, warnings: Se
     }
 }
 
-/// Starts watching: the events of every run found under `paths` (now and later), and a sender of
-/// commands to them. Errors for paths that are neither run directories nor directories.
-pub fn start(paths: &[PathBuf]) -> anyhow::Result<(Receiver<Event>, Sender<Addressed>, Registry)> {
+/// What watching gives: the events of every run found (now and later), a sender of commands to
+/// them, and the runs found so far.
+pub struct Watching {
+    pub events: Receiver<Event>,
+    pub commands: Sender<Addressed>,
+    pub registry: Registry,
+    /// Writes the commands into the control files; ends once every command sender is gone.
+    writer: std::thread::JoinHandle<()>,
+}
+
+/// Starts watching `paths`. Errors for paths that are not directories.
+pub fn start(paths: &[PathBuf]) -> anyhow::Result<Watching> {
     for p in paths {
         if !p.is_dir() {
             anyhow::bail!(
@@ -222,21 +231,26 @@ pub fn start(paths: &[PathBuf]) -> anyhow::Result<(Receiver<Event>, Sender<Addre
         }
     }
     let registry = Registry::default();
-    let (event_tx, event_rx) = unbounded();
+    let (event_tx, events) = unbounded();
     let (reg, tx, paths) = (registry.clone(), event_tx.clone(), paths.to_vec());
     std::thread::Builder::new()
         .name("scan".into())
         .spawn(move || scan(paths, reg, tx))?;
-    let (cmd_tx, cmd_rx) = unbounded::<Addressed>();
+    let (commands, cmd_rx) = unbounded::<Addressed>();
     let reg = registry.clone();
-    std::thread::Builder::new()
+    let writer = std::thread::Builder::new()
         .name("commands".into())
         .spawn(move || send_commands(cmd_rx, reg, event_tx))?;
-    Ok((event_rx, cmd_tx, registry))
+    Ok(Watching {
+        events,
+        commands,
+        registry,
+        writer,
+    })
 }
 
 pub fn watch(paths: &[PathBuf], ui: &crate::config::UiConfig) -> anyhow::Result<ExitCode> {
-    let (events, commands, _registry) = start(paths)?;
+    let w = start(paths)?;
     if discover(paths).is_empty() {
         let where_ = paths
             .iter()
@@ -248,6 +262,10 @@ pub fn watch(paths: &[PathBuf], ui: &crate::config::UiConfig) -> anyhow::Result<
     let mut cfg =
         crate::ui::UiConfig::from_settings(ui.fps, ui.lr_up, ui.lr_down, ui.smoothing, &ui.markers);
     cfg.viewer = true;
-    crate::ui::run(cfg, events, commands)?;
+    let result = crate::ui::run(cfg, w.events, w.commands);
+    // The UI's last key (s: stop them all) may still be on its way to the control files: it must
+    // be written before the process ends.
+    let _ = w.writer.join();
+    result?;
     Ok(ExitCode::SUCCESS)
 }

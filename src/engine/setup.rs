@@ -52,15 +52,28 @@ pub fn select_device(name: &str) -> Result<Device, EngineError> {
         .map_err(|e| EngineError::Device(format!("cannot open cuda:{ordinal}: {e}")))
 }
 
-/// How many CUDA devices this process sees (0 without the `cuda` feature or without a driver).
+/// How many CUDA devices this process sees (0 without a driver).
+#[cfg(feature = "cuda")]
 pub fn cuda_device_count() -> usize {
-    #[cfg(feature = "cuda")]
-    {
-        if candle_core::utils::cuda_is_available() {
-            use candle_core::cuda_backend::cudarc::driver::CudaContext;
-            return CudaContext::device_count().map_or(0, |n| usize::try_from(n).unwrap_or(0));
-        }
+    use candle_core::cuda_backend::cudarc::driver::CudaContext;
+    // cudarc panics when it cannot load the driver library (a CUDA build on a machine without a
+    // GPU driver): look for it first, and count nothing should it still panic.
+    // SAFETY: dlopen of a library name; the handle is closed at once.
+    let driver = unsafe { libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY) };
+    if driver.is_null() {
+        return 0;
     }
+    // SAFETY: a handle dlopen returned above.
+    unsafe { libc::dlclose(driver) };
+    std::panic::catch_unwind(CudaContext::device_count)
+        .ok()
+        .and_then(Result::ok)
+        .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+}
+
+/// How many CUDA devices this process sees: none, built without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_device_count() -> usize {
     0
 }
 
