@@ -310,10 +310,12 @@ fn d_detaches_the_ui_and_the_run_trains_on_to_its_end() {
 fn leaving_watch_with_ctrl_c_or_q_leaves_the_run_going_and_s_stops_it() {
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path().join("runs");
-    let mut trainer = common::binary(&runs, &["train.max_steps=1000000"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut trainer = common::Reap(
+        common::binary(&runs, &["train.max_steps=1000000"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     assert!(common::wait_until(60, || steps(&runs) > 0));
     for leave in [&b"\x03"[..], b"q\r", b"d"] {
         let (mut watch, mut keys, screen) = spawn_watch(&runs);
@@ -324,7 +326,7 @@ fn leaving_watch_with_ctrl_c_or_q_leaves_the_run_going_and_s_stops_it() {
         assert!(status.success(), "{status:?}");
         std::thread::sleep(Duration::from_millis(700));
         assert!(
-            trainer.try_wait().unwrap().is_none(),
+            trainer.0.try_wait().unwrap().is_none(),
             "leaving with {leave:?} stopped the run"
         );
     }
@@ -339,7 +341,7 @@ fn leaving_watch_with_ctrl_c_or_q_leaves_the_run_going_and_s_stops_it() {
     wait_exit(&mut watch, &screen);
     let end = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(s) = trainer.try_wait().unwrap() {
+        if let Some(s) = trainer.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < end, "the run did not stop");

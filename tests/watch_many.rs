@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{binary, wait_until};
+use common::{Reap, binary, wait_until};
 use crossbeam_channel::Receiver;
 use resnet_tui::cli::watch;
 use resnet_tui::engine::read_metrics;
@@ -75,16 +75,6 @@ fn started_ids(events: &Receiver<Event>, names: &[&str]) -> Vec<RunId> {
         }
     }
     ids.into_iter().flatten().collect()
-}
-
-/// Kills a child for good, whatever the test's outcome.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ use crate::ops::Backend;
 use crate::optim::{Sgd, SgdConfig};
 
 mod data;
+mod peak;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -72,6 +73,23 @@ pub struct BenchResult {
     pub eval_img_s: f64,
     pub train_peak_rss_mb: f64,
     pub eval_peak_rss_mb: f64,
+    /// Training FLOPs per image: 3 passes (forward, and a backward of twice its work) x 2 FLOPs
+    /// per multiply-add of the forward pass.
+    #[serde(default)]
+    pub train_mflop_per_image: f64,
+    /// The CPU's measured FP32 peak with the bench's threads, and how it was measured (CPU only).
+    #[serde(default)]
+    pub peak_gflops: f64,
+    #[serde(default)]
+    pub peak_how: String,
+}
+
+impl BenchResult {
+    /// The training step's FLOP rate as a share of the measured peak, if measured.
+    pub fn share_of_peak(&self) -> Option<(f64, f64)> {
+        let gflops = self.train_img_s * self.train_mflop_per_image / 1e3;
+        (self.peak_gflops > 0.0).then(|| (gflops, gflops / self.peak_gflops))
+    }
 }
 
 /// Peak resident memory of this process so far, in MB (VmHWM).
@@ -221,7 +239,15 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         eval_img_s: median(&erates),
         train_peak_rss_mb: train_peak,
         eval_peak_rss_mb: peak_rss_mb(),
+        train_mflop_per_image: 6.0 * spec.mult_adds() as f64 / 1e6,
+        peak_gflops: 0.0,
+        peak_how: String::new(),
     };
+    let mut result = result;
+    if !device.is_cuda() {
+        let peak = peak::measure(0.5);
+        (result.peak_gflops, result.peak_how) = (peak.gflops, peak.how);
+    }
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
@@ -337,6 +363,21 @@ fn print_table(rows: &[BenchResult]) {
             r.train_peak_rss_mb,
             r.eval_peak_rss_mb
         );
+    }
+    for r in rows {
+        if let Some((gflops, share)) = r.share_of_peak() {
+            println!(
+                "{} {} training: {:.0} MFLOP per image x {:.1} images/s = {gflops:.0} GFLOP/s, \
+                 {:.0}% of this CPU's measured FP32 peak of {:.0} GFLOP/s ({})",
+                r.model,
+                r.backend,
+                r.train_mflop_per_image,
+                r.train_img_s,
+                100.0 * share,
+                r.peak_gflops,
+                r.peak_how
+            );
+        }
     }
 }
 

@@ -146,3 +146,14 @@ pub fn wait_for(engine: &Engine, what: &str, mut pred: impl FnMut(&Event) -> boo
         }
     }
 }
+
+/// A child process killed and reaped when this goes out of scope, whatever a test's outcome: a
+/// failed test must not leave a training process behind.
+pub struct Reap(pub std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
