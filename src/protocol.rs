@@ -132,6 +132,9 @@ pub struct RunInfo {
     pub threads: usize,
     #[serde(default)]
     pub kernels: String,
+    /// The class names in label order, where the data has them (image folders); else empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
 }
 
 /// Metrics of one optimisation step.

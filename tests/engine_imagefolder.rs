@@ -124,7 +124,10 @@ fn resnet18_trains_a_few_steps_from_an_image_folder_on_the_cpu_and_reports_a_bad
         Event::Started(info) => Some(info.clone()),
         _ => None,
     });
-    assert_eq!(started.unwrap().model, "resnet18");
+    let started = started.unwrap();
+    assert_eq!(started.model, "resnet18");
+    // The class folder names travel with the run, for the UI and the metrics file.
+    assert_eq!(started.classes.len(), 2, "{:?}", started.classes);
     let metrics = std::fs::read_to_string(tmp.path().join("run/metrics.jsonl")).unwrap();
     assert!(warned && metrics.contains("broken.jpg"));
 }

@@ -481,3 +481,22 @@ fn a_gone_run_is_shown_with_how_to_resume_until_acknowledged_and_comes_back() {
     app.update(Msg::Event(Event::Back { run: 0 }));
     assert_eq!(app.runs[0].state.label(), "running");
 }
+
+#[test]
+fn a_run_on_named_classes_says_how_many_and_the_first_names_when_it_starts() {
+    let mut app = App::new(UiConfig::default());
+    let mut info = demo::run_info(0, 18, false, 100);
+    info.classes = ["n01440764", "n01443537", "n01484850", "n01491361"]
+        .map(String::from)
+        .to_vec();
+    app.update(Msg::Event(Event::Started(info)));
+    assert_eq!(
+        last_note(&app),
+        "resnet18 started: 4 classes (n01440764, n01443537, n01484850, ...)"
+    );
+    // Data without names (CIFAR binaries, the embedded data) says nothing more.
+    app.update(Msg::Event(Event::Started(demo::run_info(
+        1, 20, false, 100,
+    ))));
+    assert_eq!(last_note(&app), "resnet20 started");
+}

@@ -99,6 +99,12 @@ impl Trainer {
             seed: self.config.train.seed,
             threads: rayon::current_num_threads(),
             kernels: self.config.backend.describe(&self.device),
+            classes: self
+                .train
+                .files
+                .as_ref()
+                .map(|f| f.class_names.clone())
+                .unwrap_or_default(),
         }
     }
 

@@ -43,6 +43,7 @@ pub fn run_info(run: RunId, depth: usize, plain: bool, max_steps: u64) -> RunInf
         layers,
         dir: format!("runs/demo/{run}"),
         seed: 1,
+        classes: Vec::new(),
         threads: 2,
         kernels: "custom (conv gemm, simd avx512)".into(),
     }

@@ -7,7 +7,7 @@ use crate::protocol::{Event, FinishReason, LrSource, PauseReason};
 impl App {
     pub(super) fn on_event(&mut self, event: Event) {
         if let Event::Started(info) = event {
-            let name = info.name.clone();
+            let (name, classes) = (info.name.clone(), info.classes.clone());
             match self.runs.iter().position(|r| r.info.run == info.run) {
                 Some(i) => self.runs[i] = RunView::new(info),
                 None => {
@@ -18,7 +18,10 @@ impl App {
                     }
                 }
             }
-            self.note(NoteLevel::Info, format!("{name} started"));
+            self.note(
+                NoteLevel::Info,
+                format!("{name} started{}", classes_note(&classes)),
+            );
             return;
         }
         let Some(id) = event.run() else {
@@ -137,4 +140,17 @@ impl App {
             self.note(level, text);
         }
     }
+}
+
+/// ": 1000 classes (n01440764, n01443537, n01484850, ...)" for data with class names.
+fn classes_note(classes: &[String]) -> String {
+    const SHOWN: usize = 3;
+    if classes.is_empty() {
+        return String::new();
+    }
+    let mut first = classes[..classes.len().min(SHOWN)].join(", ");
+    if classes.len() > SHOWN {
+        first.push_str(", ...");
+    }
+    format!(": {} classes ({first})", classes.len())
 }

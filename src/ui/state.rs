@@ -260,6 +260,7 @@ mod tests {
             seed: 1,
             threads: 2,
             kernels: "custom".into(),
+            classes: Vec::new(),
         }
     }
 
