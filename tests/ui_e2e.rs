@@ -51,11 +51,33 @@ impl Screen {
 }
 
 /// A program in a pseudo-terminal: the process, its keyboard and its screen.
-type Term = (
-    Box<dyn portable_pty::Child + Send + Sync>,
-    Box<dyn Write + Send>,
-    Screen,
-);
+type Term = (Kid, Box<dyn Write + Send>, Screen);
+
+/// A program started in a pseudo-terminal, killed when this goes out of scope: a failed test must
+/// not leave a training process behind (closing its terminal does not stop training).
+struct Kid(Box<dyn portable_pty::Child + Send + Sync>);
+
+impl std::ops::Deref for Kid {
+    type Target = Box<dyn portable_pty::Child + Send + Sync>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kid {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
 
 fn spawn(runs: &Path, cols: u16, rows: u16) -> Term {
     spawn_with(
@@ -100,7 +122,7 @@ fn in_terminal(mut cmd: CommandBuilder, cols: u16, rows: u16) -> Term {
         })
         .unwrap();
     cmd.env("TERM", "xterm-256color");
-    let child = pty.slave.spawn_command(cmd).unwrap();
+    let child = Kid(pty.slave.spawn_command(cmd).unwrap());
     drop(pty.slave);
     let mut reader = pty.master.try_clone_reader().unwrap();
     let writer = pty.master.take_writer().unwrap();
