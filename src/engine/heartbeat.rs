@@ -67,18 +67,29 @@ pub fn read(run_dir: &Path) -> Option<Heartbeat> {
 /// beat is written before this returns, so a run directory has one from its very start.
 pub fn spawn(runs: Vec<(PathBuf, Arc<AtomicBool>)>) -> std::io::Result<()> {
     let (pid, host) = (std::process::id(), host_name());
-    let beat_all = move |beat: u64, runs: &[(PathBuf, Arc<AtomicBool>)]| {
+    // Whether each run's last beat failed: a full disk is said once, not every two seconds.
+    let mut failing = vec![false; runs.len()];
+    let mut beat_all = move |beat: u64, runs: &[(PathBuf, Arc<AtomicBool>)]| {
         let hb = Heartbeat {
             pid,
             host: host.clone(),
             time: unix_now(),
             beat,
         };
-        for (dir, done) in runs {
-            if !done.load(Ordering::Relaxed)
-                && let Err(e) = write(dir, &hb)
-            {
-                tracing::warn!("{}: {e}", dir.join(HEARTBEAT_FILE).display());
+        for ((dir, done), failed) in runs.iter().zip(failing.iter_mut()) {
+            if done.load(Ordering::Relaxed) {
+                continue;
+            }
+            match write(dir, &hb) {
+                Err(e) if !*failed => {
+                    tracing::warn!(
+                        "{}: {e} (watchers will think the run gone)",
+                        dir.join(HEARTBEAT_FILE).display()
+                    );
+                    *failed = true;
+                }
+                Err(_) => {}
+                Ok(()) => *failed = false,
             }
         }
     };
