@@ -17,6 +17,18 @@ const ACCUMULATORS: usize = 12;
 /// Iterations of the 12 FMAs between looks at the clock.
 const CHUNK: u64 = 1 << 16;
 
+/// Runs `chunk` (CHUNK iterations of the accumulators) until about `seconds` have passed; the
+/// iterations done. Inlined into each loop, so that it runs with that loop's target features.
+#[inline(always)]
+fn timed(seconds: f64, mut chunk: impl FnMut()) -> u64 {
+    let (start, mut done) = (Instant::now(), 0u64);
+    while done == 0 || start.elapsed().as_secs_f64() < seconds {
+        chunk();
+        done += CHUNK;
+    }
+    done
+}
+
 /// A loop of FMAs on 12 vector accumulators for about `seconds`; the iterations done.
 macro_rules! fma_loop {
     ($name:ident, $feature:literal, $vec:ty, $set1:path, $fmadd:path) => {
@@ -25,15 +37,13 @@ macro_rules! fma_loop {
         fn $name(seconds: f64) -> u64 {
             let (a, b) = ($set1(0.999_9), $set1(1e-7));
             let mut acc: [$vec; ACCUMULATORS] = [$set1(1.0); ACCUMULATORS];
-            let (start, mut done) = (Instant::now(), 0u64);
-            while done == 0 || start.elapsed().as_secs_f64() < seconds {
+            let done = timed(seconds, || {
                 for _ in 0..CHUNK {
                     for x in &mut acc {
                         *x = $fmadd(*x, a, b);
                     }
                 }
-                done += CHUNK;
-            }
+            });
             std::hint::black_box(acc);
             done
         }
@@ -51,15 +61,13 @@ fma_loop!(fma256, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps);
 /// Scalar fused multiply-adds: the floor on a CPU without FMA vectors.
 fn fma_scalar(seconds: f64) -> u64 {
     let mut acc = [1.0f32; ACCUMULATORS];
-    let (start, mut done) = (Instant::now(), 0u64);
-    while done == 0 || start.elapsed().as_secs_f64() < seconds {
+    let done = timed(seconds, || {
         for _ in 0..CHUNK {
             for x in &mut acc {
                 *x = x.mul_add(0.999_9, 1e-7);
             }
         }
-        done += CHUNK;
-    }
+    });
     std::hint::black_box(acc);
     done
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::encode::encode_png;
+use super::scan::io;
 use crate::data::cifar::{self, CifarKind, Records};
 use crate::data::{DataError, IMAGE_BYTES, PLANE};
 
@@ -31,14 +32,6 @@ pub struct Exported {
     pub val: usize,
     /// The class folder names, in label order (which is also their sorted order).
     pub classes: Vec<String>,
-}
-
-fn io<'a>(path: &'a Path, action: &'static str) -> impl Fn(std::io::Error) -> DataError + 'a {
-    move |source| DataError::Io {
-        path: path.to_path_buf(),
-        action,
-        source,
-    }
 }
 
 /// Class folder names that sort in label order: the label, zero-padded, then the class name

@@ -19,7 +19,10 @@ pub struct FolderSplits {
     pub notes: Vec<String>,
 }
 
-fn io<'a>(path: &'a Path, action: &'static str) -> impl Fn(std::io::Error) -> DataError + 'a {
+pub(super) fn io<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl Fn(std::io::Error) -> DataError + 'a {
     move |source| DataError::Io {
         path: path.to_path_buf(),
         action,
