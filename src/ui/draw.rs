@@ -183,7 +183,15 @@ fn status_row<'a>(i: usize, run: &'a RunView, app: &App, theme: &Theme, wide: bo
 fn render_status(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, max_rows: usize) {
     let wide = area.width >= 120;
     let mut widths = vec![Constraint::Length(1), Constraint::Length(10)];
-    let mut header = vec!["", "run"];
+    // Scroll so the selected run is always visible, and say which runs are shown when not all.
+    let first = app.selected.saturating_sub(max_rows.saturating_sub(1));
+    let shown = app.runs.len().saturating_sub(first).min(max_rows);
+    let runs_label = if app.runs.len() > max_rows {
+        format!("{}-{}/{}", first + 1, first + shown, app.runs.len())
+    } else {
+        "run".to_string()
+    };
+    let mut header = vec!["", runs_label.as_str()];
     if wide {
         widths.push(Constraint::Length(10));
         header.push("model");
@@ -201,8 +209,6 @@ fn render_status(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, max_ro
     header.extend([
         "state", "epoch", "step", "img/s", "ETA", "ckpt", "LR", "device",
     ]);
-    // Scroll so the selected run is always visible.
-    let first = app.selected.saturating_sub(max_rows.saturating_sub(1));
     let rows = app
         .runs
         .iter()

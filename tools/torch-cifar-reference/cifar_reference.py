@@ -74,6 +74,8 @@ Metrics (src/engine/metrics.rs, src/protocol.rs, src/engine/trainer.rs, trainer/
   at step --log-every still covers steps 1..log_every, as ours does.
 - "lr" records as ours (LrChanged at step 0 and at each milestone); no "grads" and no
   "checkpoint" records (no checkpoints are written).
+- heartbeat.json every 2 s while the process lives, as ours (src/engine/heartbeat.rs: pid, host,
+  time, beat), so that `resnet-tui watch` tells a live reference run from a dead one.
 """
 
 import argparse
@@ -81,7 +83,9 @@ import json
 import math
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 
 import numpy as np
@@ -269,6 +273,17 @@ def evaluate(model, x_u8, y, mean, limit, batch):
     return loss_sum / max(n, 1), wrong / max(n, 1)
 
 
+def beat_forever(run_dir):
+    """heartbeat.json in run_dir every 2 s (a daemon thread: it ends with the process)."""
+    path, beat = os.path.join(run_dir, "heartbeat.json"), 0
+    while True:
+        hb = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), "beat": beat}
+        with open(path, "w") as f:
+            f.write(json.dumps(hb) + "\n")
+        beat += 1
+        time.sleep(2.0)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=os.environ.get("CIFAR10_DIR", "/tmp/cifar10"),
@@ -304,6 +319,7 @@ def main():
     metrics_path = os.path.join(a.out, "metrics.jsonl")
     if os.path.exists(metrics_path) and os.path.getsize(metrics_path) > 0:
         raise SystemExit(f"{metrics_path} exists: pick a new --out (runs are not resumed)")
+    threading.Thread(target=beat_forever, args=(a.out,), daemon=True).start()
 
     train_x, train_y, test_x, test_y = load_cifar10(a.data)
     mean = mean_image(train_x)
