@@ -214,3 +214,25 @@ fn every_panel_draws_at_odd_sizes_without_panicking() {
         }
     }
 }
+
+#[test]
+fn more_runs_than_status_rows_say_which_are_shown_and_follow_the_selection() {
+    let mut app = App::new(config());
+    for id in 0..6 {
+        feed(
+            &mut app,
+            [Event::Started(demo::run_info(id, 20 + 6 * id, false, 1000))],
+        );
+    }
+    app.selected = 0;
+    let text = screen(&app, (80, 24));
+    assert!(text.contains("1-4/6"), "{text}");
+    app.selected = 5;
+    let text = screen(&app, (80, 24));
+    assert!(
+        text.contains("3-6/6") && text.contains("resnet50"),
+        "{text}"
+    );
+    // All of them fit on a tall terminal: no range.
+    assert!(!screen(&app, (160, 48)).contains("/6 "));
+}
