@@ -22,6 +22,8 @@ use crate::protocol::{Addressed, Event, RunId, Target};
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// How often a follower reads its metrics file and the heartbeat.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+/// How often it reads a finished run's metrics file.
+const FINISHED_EVERY: Duration = Duration::from_secs(2);
 
 /// The runs found so far: a run's id is its index. Shared by the scanner and the command sender.
 #[derive(Clone, Default)]
@@ -155,7 +157,9 @@ fn follow(dir: PathBuf, id: RunId, registry: Registry, events: Sender<Event>) {
             // It finished after all (its last records came late over a slow filesystem).
             gone = false;
         }
-        std::thread::sleep(FOLLOW_EVERY);
+        // A finished run is only looked at now and then (it may be resumed): a shared runs
+        // directory of hundreds of old runs must not cost the file server thousands of reads.
+        std::thread::sleep(if finished { FINISHED_EVERY } else { FOLLOW_EVERY });
     }
 }
 
