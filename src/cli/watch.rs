@@ -159,7 +159,11 @@ fn follow(dir: PathBuf, id: RunId, registry: Registry, events: Sender<Event>) {
         }
         // A finished run is only looked at now and then (it may be resumed): a shared runs
         // directory of hundreds of old runs must not cost the file server thousands of reads.
-        std::thread::sleep(if finished { FINISHED_EVERY } else { FOLLOW_EVERY });
+        std::thread::sleep(if finished {
+            FINISHED_EVERY
+        } else {
+            FOLLOW_EVERY
+        });
     }
 }
 
