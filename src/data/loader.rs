@@ -283,19 +283,13 @@ pub fn eval_views<'a>(
     let bytes = data.image_bytes();
     (0..data.len().div_ceil(b)).map(move |k| {
         let (from, to) = (k * b, ((k + 1) * b).min(data.len()));
-        let mut images = vec![0f32; (to - from) * bytes];
-        let mut results: Vec<Result<(), Skipped>> = Vec::with_capacity(to - from);
-        images
-            .par_chunks_exact_mut(bytes)
-            .zip(from..to)
-            .map(|(out, i)| match &data.files {
-                Some(files) => files.fill(i, &view, stats, out),
-                None => {
-                    stats.apply(data.image(i), out);
-                    Ok(())
-                }
-            })
-            .collect_into_vec(&mut results);
+        let (mut images, results) = fill_samples(from..to, bytes, |i, out| match &data.files {
+            Some(files) => files.fill(i, &view, stats, out),
+            None => {
+                stats.apply(data.image(i), out);
+                Ok(())
+            }
+        });
         let (labels, skipped) = keep_filled(data, from, &mut images, bytes, results);
         Batch {
             images,
@@ -407,13 +401,8 @@ pub fn ten_crop_batches<'a>(
     let bytes = 10 * data.image_bytes();
     Some((0..data.len().div_ceil(b)).map(move |k| {
         let (from, to) = (k * b, ((k + 1) * b).min(data.len()));
-        let mut images = vec![0f32; (to - from) * bytes];
-        let mut results: Vec<Result<(), Skipped>> = Vec::with_capacity(to - from);
-        images
-            .par_chunks_exact_mut(bytes)
-            .zip(from..to)
-            .map(|(out, i)| files.fill_ten(i, stats, out))
-            .collect_into_vec(&mut results);
+        let (mut images, results) =
+            fill_samples(from..to, bytes, |i, out| files.fill_ten(i, stats, out));
         let (labels, skipped) = keep_filled(data, from, &mut images, bytes, results);
         TenCropBatch {
             images,
@@ -422,6 +411,23 @@ pub fn ten_crop_batches<'a>(
             skipped,
         }
     }))
+}
+
+/// Samples `range` filled in parallel by `fill` into `bytes` floats each: the images, and how
+/// each sample went.
+fn fill_samples(
+    range: std::ops::Range<usize>,
+    bytes: usize,
+    fill: impl Fn(usize, &mut [f32]) -> Result<(), Skipped> + Sync,
+) -> (Vec<f32>, Vec<Result<(), Skipped>>) {
+    let mut images = vec![0f32; range.len() * bytes];
+    let mut results = Vec::with_capacity(range.len());
+    images
+        .par_chunks_exact_mut(bytes)
+        .zip(range)
+        .map(|(out, i)| fill(i, out))
+        .collect_into_vec(&mut results);
+    (images, results)
 }
 
 /// Moves the images of samples `from..` that were filled (`Ok` in `results`) together at the
