@@ -13,6 +13,8 @@ mod conv;
 #[cfg(target_arch = "x86_64")]
 mod direct;
 #[cfg(target_arch = "x86_64")]
+mod direct512;
+#[cfg(target_arch = "x86_64")]
 mod direct_grad;
 mod eltwise;
 mod fused;
@@ -34,52 +36,92 @@ pub use eltwise::{add_relu, shortcut_a};
 pub use fused::{BatchNormEval, conv2d_batch_norm_eval, conv2d_batch_norm_train};
 
 /// Which convolution kernels the custom backend uses for 3 × 3 convolutions of stride 1 and 2
-/// on x86-64: `Auto` picks the direct AVX2 kernels on CPUs with AVX2 but no AVX-512 and the
-/// `gemm` crate elsewhere; the others force a choice, to compare them (`bench --conv`).
+/// on x86-64 (`bench --conv`): `Auto` and `Direct` pick the widest direct kernels the CPU has
+/// (AVX-512, else AVX2 + FMA, else the `gemm` crate); the others force a family, to compare
+/// them. A forced family the CPU lacks falls back to `gemm`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernels {
     Auto,
     Direct,
+    Avx512,
+    Avx2,
+    Gemm,
+}
+
+/// The convolution kernels in use, as resolved from [`ConvKernels`] on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvFamily {
+    Avx512,
+    Avx2,
     Gemm,
 }
 
 static CONV_KERNELS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
+impl ConvKernels {
+    const ALL: [ConvKernels; 5] = [
+        ConvKernels::Auto,
+        ConvKernels::Direct,
+        ConvKernels::Avx512,
+        ConvKernels::Avx2,
+        ConvKernels::Gemm,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            ConvKernels::Auto => "auto",
+            ConvKernels::Direct => "direct",
+            ConvKernels::Avx512 => "avx512",
+            ConvKernels::Avx2 => "avx2",
+            ConvKernels::Gemm => "gemm",
+        }
+    }
+}
+
 impl std::str::FromStr for ConvKernels {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(ConvKernels::Auto),
-            "direct" => Ok(ConvKernels::Direct),
-            "gemm" => Ok(ConvKernels::Gemm),
-            other => Err(format!("{other:?}: expected auto, direct or gemm")),
-        }
+        (ConvKernels::ALL.into_iter())
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("{s:?}: expected auto, direct, avx512, avx2 or gemm"))
     }
 }
 
 impl std::fmt::Display for ConvKernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ConvKernels::Auto => "auto",
-            ConvKernels::Direct => "direct",
-            ConvKernels::Gemm => "gemm",
-        })
+        f.write_str(self.name())
     }
 }
 
-/// Sets the convolution kernels for the rest of the process (`Direct` falls back to `gemm`
-/// where the CPU lacks AVX2 and FMA).
+/// Sets the convolution kernels for the rest of the process.
 pub fn set_conv_kernels(k: ConvKernels) {
     CONV_KERNELS.store(k as u8, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The choice made by [`set_conv_kernels`] (`Auto` unless set).
 pub fn conv_kernels() -> ConvKernels {
-    match CONV_KERNELS.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => ConvKernels::Direct,
-        2 => ConvKernels::Gemm,
-        _ => ConvKernels::Auto,
+    let at = CONV_KERNELS.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    ConvKernels::ALL
+        .get(at)
+        .copied()
+        .unwrap_or(ConvKernels::Auto)
+}
+
+/// The convolution kernel family that runs on this CPU for the choice of [`set_conv_kernels`].
+pub fn conv_family() -> ConvFamily {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx512 = std::is_x86_feature_detected!("avx512f");
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        match conv_kernels() {
+            ConvKernels::Auto | ConvKernels::Direct if avx512 => ConvFamily::Avx512,
+            ConvKernels::Auto | ConvKernels::Direct if avx2 => ConvFamily::Avx2,
+            ConvKernels::Avx512 if avx512 => ConvFamily::Avx512,
+            ConvKernels::Avx2 if avx2 => ConvFamily::Avx2,
+            _ => ConvFamily::Gemm,
+        }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    ConvFamily::Gemm
 }
 
 /// How many parts a sum over a batch's images is split into, whatever the number of threads: the
@@ -91,30 +133,22 @@ const SUM_PARTS: usize = 16;
 /// runs only within one family: another SIMD width sums in another order), e.g.
 /// "conv direct-avx2, simd avx512".
 pub fn describe() -> String {
+    let conv = match conv_family() {
+        ConvFamily::Avx512 => "direct-avx512",
+        ConvFamily::Avx2 => "direct-avx2",
+        ConvFamily::Gemm => "gemm",
+    };
     #[cfg(target_arch = "x86_64")]
-    {
-        let avx512 = std::is_x86_feature_detected!("avx512f");
-        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-        let direct = avx2
-            && match conv_kernels() {
-                ConvKernels::Auto => !avx512,
-                ConvKernels::Direct => true,
-                ConvKernels::Gemm => false,
-            };
-        let simd = if avx512 {
-            "avx512"
-        } else if avx2 {
-            "avx2"
-        } else {
-            "portable"
-        };
-        let conv = if direct { "direct-avx2" } else { "gemm" };
-        format!("conv {conv}, simd {simd}")
-    }
+    let simd = if std::is_x86_feature_detected!("avx512f") {
+        "avx512"
+    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        "avx2"
+    } else {
+        "portable"
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        "conv gemm, simd portable".to_string()
-    }
+    let simd = "portable";
+    format!("conv {conv}, simd {simd}")
 }
 
 /// Splits the images `0..n` into at most [`SUM_PARTS`] contiguous ranges (fixed by `n` alone),

@@ -1,6 +1,7 @@
-//! Both convolution kernel families, forced in turn, against candle's stock convolution: the
-//! automatic choice leaves one of them unused on any given CPU (direct AVX2 kernels without
-//! AVX-512, the gemm crate with it). A test binary of its own, as the choice is process-wide.
+//! Every convolution kernel family, forced in turn, against candle's stock convolution: the
+//! automatic choice leaves all but one unused on any given CPU (direct AVX-512 kernels where
+//! the CPU has AVX-512, else direct AVX2, else the gemm crate); a family the CPU lacks runs
+//! gemm, which is then tested twice. A test binary of its own, as the choice is process-wide.
 
 use resnet_tui::kernels::{ConvKernels, conv_kernels, set_conv_kernels};
 use resnet_tui::ops::Backend;
@@ -10,9 +11,9 @@ use common::conv::{SHAPES, conv_and_grads};
 use common::numeric::assert_close;
 
 #[test]
-fn direct_and_gemm_kernels_each_match_stock_on_every_shape() -> candle_core::Result<()> {
+fn every_kernel_family_matches_stock_on_every_shape() -> candle_core::Result<()> {
     assert_eq!(conv_kernels(), ConvKernels::Auto);
-    for kernels in [ConvKernels::Direct, ConvKernels::Gemm] {
+    for kernels in [ConvKernels::Avx512, ConvKernels::Avx2, ConvKernels::Gemm] {
         set_conv_kernels(kernels);
         for shape in SHAPES {
             let (y, dx, dw) = conv_and_grads(shape, Backend::Custom)?;

@@ -37,8 +37,9 @@ pub struct BenchArgs {
     pub backend: String,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Convolution kernels of the custom backend on x86-64: auto (direct AVX2 kernels where
-    /// the CPU has AVX2 but not AVX-512, the gemm crate elsewhere), direct or gemm.
+    /// Convolution kernels of the custom backend on x86-64: auto or direct (the widest direct
+    /// kernels the CPU has: AVX-512, else AVX2), avx512, avx2 or gemm (the gemm crate); a
+    /// family the CPU lacks falls back to gemm.
     #[arg(long, default_value = "auto")]
     pub conv: crate::kernels::ConvKernels,
     #[arg(long)]

@@ -249,17 +249,30 @@ pub(crate) struct Prepared<'a> {
     /// but not AVX-512.
     #[cfg(target_arch = "x86_64")]
     direct: Option<super::direct::Direct>,
+    /// The direct AVX-512 kernel, for 3 × 3 convolutions of stride 1 and 2 with padding 1.
+    #[cfg(target_arch = "x86_64")]
+    direct512: Option<super::direct512::Direct512>,
 }
 
 impl<'a> Prepared<'a> {
     pub fn new(w: &'a [f32], g: &ConvGeometry) -> Self {
         let stride1 = g.stride == 1 && !g.is_pointwise();
         #[cfg(target_arch = "x86_64")]
+        if super::direct512::available(g) {
+            return Prepared {
+                g: *g,
+                w: w.into(),
+                direct: None,
+                direct512: Some(super::direct512::Direct512::new(w, g)),
+            };
+        }
+        #[cfg(target_arch = "x86_64")]
         if super::direct::available(g) {
             return Prepared {
                 g: *g,
                 w: w.into(),
                 direct: Some(super::direct::Direct::new(w, g)),
+                direct512: None,
             };
         }
         let w = match stride1 {
@@ -271,6 +284,8 @@ impl<'a> Prepared<'a> {
             w,
             #[cfg(target_arch = "x86_64")]
             direct: None,
+            #[cfg(target_arch = "x86_64")]
+            direct512: None,
         }
     }
 
@@ -278,6 +293,10 @@ impl<'a> Prepared<'a> {
     pub fn image(&self, x: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if let Some(direct) = &self.direct {
+            return direct.image(x, out);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(direct) = &self.direct512 {
             return direct.image(x, out);
         }
         let (g, w) = (&self.g, &self.w[..]);
@@ -351,6 +370,10 @@ pub(crate) fn backward_input_map<T: Send>(
             ..*g
         };
         return forward_map(dy, &rot, &gt, post);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if g.stride == 2 && super::direct512::available(g) {
+        return super::direct512::backward_input_stride2(dy, w, g, post);
     }
     let (k, p, out_len) = (g.k(), g.p(), g.out_len());
     let mut dx = vec![0f32; g.n * g.in_len()];

@@ -33,15 +33,9 @@ pub(crate) fn supported(g: &ConvGeometry) -> bool {
         && std::is_x86_feature_detected!("fma")
 }
 
-/// Whether to use them for `g`: [`supported`], and by default only without AVX-512 (there the
-/// `gemm` crate's 16-wide kernels are used); [`super::set_conv_kernels`] can force either.
+/// Whether to use them for `g`: [`supported`], and chosen by [`super::conv_family`].
 pub(crate) fn available(g: &ConvGeometry) -> bool {
-    supported(g)
-        && match super::conv_kernels() {
-            super::ConvKernels::Auto => !std::is_x86_feature_detected!("avx512f"),
-            super::ConvKernels::Direct => true,
-            super::ConvKernels::Gemm => false,
-        }
+    supported(g) && super::conv_family() == super::ConvFamily::Avx2
 }
 
 /// Where a 3 × 3 convolution reads its input: one zero-padded plane per channel, rows `row`

@@ -23,17 +23,70 @@ const NV: usize = 2;
 /// (input channel, tap) pairs per tile.
 const NP: usize = 6;
 
-/// Whether this kernel computes the weight gradient for `g`: the forward kernel's conditions,
-/// and output channels a multiple of 8.
+/// Whether these kernels compute the weight gradient for `g`: the forward kernels' conditions
+/// (AVX2 or AVX-512 chosen), and output channels a multiple of the vector width.
 pub(crate) fn available(g: &ConvGeometry) -> bool {
-    super::direct::available(g) && g.co.is_multiple_of(V)
+    match super::conv_family() {
+        super::ConvFamily::Avx2 => super::direct::supported(g) && g.co.is_multiple_of(V),
+        super::ConvFamily::Avx512 => {
+            super::direct512::supported(g) && super::direct::supported(g) && g.co.is_multiple_of(W)
+        }
+        super::ConvFamily::Gemm => false,
+    }
 }
 
-/// dW (O, C, 3, 3) of a 3 × 3 convolution, summed over the batch.
+/// Lanes of an AVX-512 vector.
+const W: usize = 16;
+/// Accumulators of an AVX-512 tile (of 32 registers).
+const ACC512: usize = 24;
+
+/// dW (O, C, 3, 3) of a 3 × 3 convolution, summed over the batch, with the widest kernels the
+/// CPU has and [`super::conv_family`] allows.
 pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    weight_grad_in(x, dy, g, super::conv_family() == super::ConvFamily::Avx512)
+}
+
+/// [`weight_grad`] with the AVX-512 kernels when `wide` (and the CPU has them), else AVX2.
+fn weight_grad_in(x: &[f32], dy: &[f32], g: &ConvGeometry, wide: bool) -> Vec<f32> {
+    if wide && std::is_x86_feature_detected!("avx512f") && g.co.is_multiple_of(W) {
+        return weight_grad_with(x, dy, g, W, |offs, nv, src, grad, dst| {
+            // SAFETY: AVX-512F present (checked above); the bounds are `weight_grad_with`'s.
+            unsafe { tile512(offs, nv, src, grad, dst) }
+        });
+    }
+    weight_grad_with(x, dy, g, V, |offs, nv, src, grad, dst| {
+        // SAFETY: AVX2 and FMA present (`weight_grad_with` asserts `direct::supported`);
+        // the bounds are `weight_grad_with`'s.
+        unsafe {
+            match (offs.len(), nv) {
+                (6, 2) => kernel::<6, 2>(src, offs, grad, dst),
+                (6, _) => kernel::<6, 1>(src, offs, grad, dst),
+                (3, 2) => kernel::<3, 2>(src, offs, grad, dst),
+                (3, _) => kernel::<3, 1>(src, offs, grad, dst),
+                _ => unreachable!("pairs come in multiples of 3"),
+            }
+        }
+    })
+}
+
+/// The input of a tile: the input planes, the plane row of output row 1 (its pixel (oy, ox)
+/// is at oy·row + ox), and the output size (ho, wo).
+type Src = (*const f32, usize, usize, usize);
+
+/// The driver of both widths: `tile(pair offsets, vectors, src, (output gradient, its row
+/// length), (sums, their row length))` adds one tile's sums over all pixels of an image, for
+/// up to 2 vectors of `lanes` output channels (AVX2: pairs in chunks of 6 or 3) or up to 4
+/// (AVX-512: chunks of up to 24 / vectors).
+fn weight_grad_with(
+    x: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    lanes: usize,
+    tile: impl Fn(&[usize], usize, Src, (*const f32, usize), (*mut f32, usize)) + Sync,
+) -> Vec<f32> {
     let (ci, co, p) = (g.ci, g.co, g.ho * g.wo);
     assert!(
-        super::direct::supported(g) && co.is_multiple_of(V),
+        super::direct::supported(g) && co.is_multiple_of(lanes),
         "direct weight gradient: unsupported CPU or shape {g:?}"
     );
     let planes = Planes::new(g);
@@ -50,6 +103,27 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
             c * plane + planes.tap(t / 3, t % 3)
         })
         .collect();
+    // Tiles: (first output channel, vectors) × (first pair, pairs).
+    let max_nv = if lanes == W { 4 } else { NV };
+    let mut tiles = Vec::new();
+    let mut ob = 0;
+    while ob < co {
+        let nv = [4, 2, 1]
+            .into_iter()
+            .find(|&nv| nv <= max_nv && ob + nv * lanes <= co)
+            .unwrap_or(1);
+        let cap = if lanes == W { ACC512 / nv } else { NP };
+        let mut first = 0;
+        while first < ci * 9 {
+            let m = [24, 12, 6, 3]
+                .into_iter()
+                .find(|&m| m <= cap && first + m <= ci * 9)
+                .unwrap_or(3);
+            tiles.push((ob, nv, first, m));
+            first += m;
+        }
+        ob += nv * lanes;
+    }
     let total = super::sum_over_images(g.n, ci * 9 * co, |images| {
         // acc[pair][o]: the gradient of weight (o, c, t) for pair c·9 + t.
         let mut acc = vec![0f32; ci * 9 * co];
@@ -60,28 +134,20 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
                 planes.fill(xi, g, xs);
                 let dyi = &dy[i * out_len..(i + 1) * out_len];
                 simd::nhwc_padded(dyi, (co, g.ho, g.wo), 0, g.wo, dyt);
-                for (chunk, offs) in offsets.chunks(NP).enumerate() {
-                    for ob in (0..co).step_by(NV * V) {
-                        let nv = ((co - ob) / V).min(NV);
-                        let sums = &mut acc[chunk * NP * co + ob..];
-                        let src = (xs.as_ptr(), planes.base(1, 0), g.ho, g.wo);
-                        let grad = (dyt[ob..].as_ptr(), co);
-                        let dst = (sums.as_mut_ptr(), co);
-                        // SAFETY: the CPU has AVX2 and FMA (`available`); every pair's
-                        // reads stay inside its plane (asserted above); the gradient
-                        // reads `nv` vectors at `ob` of each of the `ho·wo` pixel rows of
-                        // `co` floats (ob + nv·8 ≤ co); the sums are `offs.len()` rows of
-                        // `co` floats from pair chunk·6, columns ob..ob + nv·8.
-                        unsafe {
-                            match (offs.len(), nv) {
-                                (6, 2) => kernel::<6, 2>(src, offs, grad, dst),
-                                (6, _) => kernel::<6, 1>(src, offs, grad, dst),
-                                (3, 2) => kernel::<3, 2>(src, offs, grad, dst),
-                                (3, _) => kernel::<3, 1>(src, offs, grad, dst),
-                                _ => unreachable!("pairs come in multiples of 3"),
-                            }
-                        }
-                    }
+                for &(ob, nv, first, m) in &tiles {
+                    let sums = &mut acc[first * co + ob..];
+                    let src = (xs.as_ptr(), planes.base(1, 0), g.ho, g.wo);
+                    // Every pair's reads stay inside its plane (asserted above); the gradient
+                    // is read at `nv` vectors from `ob` of each of the `ho·wo` pixel rows of
+                    // `co` floats (ob + nv·lanes ≤ co); the sums are `m` rows of `co` floats
+                    // from pair `first`, columns ob..ob + nv·lanes.
+                    tile(
+                        &offsets[first..first + m],
+                        nv,
+                        src,
+                        (dyt[ob..].as_ptr(), co),
+                        (sums.as_mut_ptr(), co),
+                    );
                 }
             }
         });
@@ -97,6 +163,77 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     dw
 }
 
+/// The AVX-512 tiles (M pairs × N vectors of 16 output channels), by size.
+///
+/// # Safety
+/// AVX-512F present; the bounds of [`kernel512`].
+#[target_feature(enable = "avx512f")]
+unsafe fn tile512(
+    offs: &[usize],
+    nv: usize,
+    src: Src,
+    grad: (*const f32, usize),
+    dst: (*mut f32, usize),
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        match (offs.len(), nv) {
+            (24, _) => kernel512::<24, 1>(src, offs, grad, dst),
+            (12, 1) => kernel512::<12, 1>(src, offs, grad, dst),
+            (6, 1) => kernel512::<6, 1>(src, offs, grad, dst),
+            (3, 1) => kernel512::<3, 1>(src, offs, grad, dst),
+            (12, _) => kernel512::<12, 2>(src, offs, grad, dst),
+            (6, 2) => kernel512::<6, 2>(src, offs, grad, dst),
+            (3, 2) => kernel512::<3, 2>(src, offs, grad, dst),
+            (6, _) => kernel512::<6, 4>(src, offs, grad, dst),
+            (3, _) => kernel512::<3, 4>(src, offs, grad, dst),
+            _ => unreachable!("AVX-512 weight-gradient tiles hold 3, 6, 12 or 24 pairs"),
+        }
+    }
+}
+
+/// [`kernel`] at 512 bits: M pairs × N vectors of 16 output channels.
+///
+/// # Safety
+/// As [`kernel`], with AVX-512F present and 16-float vectors.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel512<const M: usize, const N: usize>(
+    (xs, wp, ho, wo): Src,
+    offs: &[usize],
+    (dyt, stride): (*const f32, usize),
+    (sums, sum_stride): (*mut f32, usize),
+) {
+    let mut acc = [[_mm512_setzero_ps(); N]; M];
+    let mut src = [xs; M];
+    for (s, &off) in src.iter_mut().zip(offs) {
+        // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
+        *s = unsafe { xs.add(off) };
+    }
+    let mut d = dyt;
+    for oy in 0..ho {
+        let row = oy * wp;
+        for ox in row..row + wo {
+            let mut dv = [_mm512_setzero_ps(); N];
+            for (v, dv) in dv.iter_mut().enumerate() {
+                *dv = unsafe { _mm512_loadu_ps(d.add(v * W)) };
+            }
+            for (m, acc) in acc.iter_mut().enumerate() {
+                let xb = _mm512_set1_ps(unsafe { *src[m].add(ox) });
+                for v in 0..N {
+                    acc[v] = _mm512_fmadd_ps(xb, dv[v], acc[v]);
+                }
+            }
+            d = unsafe { d.add(stride) };
+        }
+    }
+    for (m, acc) in acc.iter().enumerate() {
+        for (v, &a) in acc.iter().enumerate() {
+            let at = unsafe { sums.add(m * sum_stride + v * W) };
+            unsafe { _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), a)) };
+        }
+    }
+}
+
 /// One tile: M (channel, tap) pairs × N vectors of output channels, summed over every pixel
 /// and added to `sums`.
 ///
@@ -106,7 +243,7 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
 /// are read; `sums` holds M rows of `sum_stride` floats, of which the first `8·N` are updated.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel<const M: usize, const N: usize>(
-    (xs, wp, ho, wo): (*const f32, usize, usize, usize),
+    (xs, wp, ho, wo): Src,
     offs: &[usize],
     (dyt, stride): (*const f32, usize),
     (sums, sum_stride): (*mut f32, usize),
@@ -170,6 +307,9 @@ mod tests {
     fn direct_forward_and_weight_gradient_match_plain_loops() {
         let shapes = [
             (2, 3, 8, 8, 16, 1, 1),
+            (2, 5, 8, 8, 48, 1, 1),
+            (1, 7, 9, 9, 64, 2, 1),
+            (1, 4, 6, 10, 32, 1, 1),
             (1, 5, 7, 9, 8, 1, 0),
             (2, 4, 9, 7, 24, 2, 1),
             (1, 6, 11, 11, 8, 2, 0),
@@ -213,11 +353,16 @@ mod tests {
                     assert!((a - b).abs() < 1e-4, "forward {g:?}: {a} vs {b}");
                 }
             }
-            if co.is_multiple_of(V) {
-                for (a, b) in weight_grad(&x, &dy, &g).iter().zip(&dw) {
+            // Both widths where the CPU has them (AVX-512 needs 16 | co, else it runs AVX2).
+            let avx512 = std::is_x86_feature_detected!("avx512f");
+            for wide in [false, true].into_iter().filter(|&w| !w || avx512) {
+                if !co.is_multiple_of(if wide { W } else { V }) {
+                    continue;
+                }
+                for (a, b) in weight_grad_in(&x, &dy, &g, wide).iter().zip(&dw) {
                     assert!(
                         (*a as f64 - b).abs() < 1e-3,
-                        "weight gradient {g:?}: {a} vs {b}"
+                        "weight gradient {g:?}, avx512 {wide}: {a} vs {b}"
                     );
                 }
             }
