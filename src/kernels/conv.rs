@@ -219,7 +219,8 @@ pub(crate) fn forward_map<T: Send>(
         .par_chunks_mut(g.out_len().max(1))
         .enumerate()
         .map(|(i, o)| {
-            prepared.image(&x[i * in_len..(i + 1) * in_len], o);
+            let ahead = x.get((i + 1) * in_len..(i + 2) * in_len).unwrap_or(&[]);
+            prepared.image_ahead(&x[i * in_len..(i + 1) * in_len], ahead, o);
             post(i, o)
         })
         .collect();
@@ -291,13 +292,19 @@ impl<'a> Prepared<'a> {
 
     /// One image: `x` (C × H × W) into `out` (O × Ho × Wo).
     pub fn image(&self, x: &[f32], out: &mut [f32]) {
+        self.image_ahead(x, &[], out)
+    }
+
+    /// [`Prepared::image`], where a kernel that can prefetches `ahead` (the next image's
+    /// input) meanwhile.
+    pub fn image_ahead(&self, x: &[f32], ahead: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if let Some(direct) = &self.direct {
             return direct.image(x, out);
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(direct) = &self.direct512 {
-            return direct.image(x, out);
+            return direct.image(x, ahead, out);
         }
         let (g, w) = (&self.g, &self.w[..]);
         let (k, p) = (g.k(), g.p());

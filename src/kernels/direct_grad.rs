@@ -134,7 +134,18 @@ fn weight_grad_with(
                 planes.fill(xi, g, xs);
                 let dyi = &dy[i * out_len..(i + 1) * out_len];
                 simd::nhwc_padded(dyi, (co, g.ho, g.wo), 0, g.wo, dyt);
+                // The next image's input and output gradient, prefetched into L2 over the
+                // tiles (its fill and transpose would otherwise wait on memory).
+                let next_x = x.get((i + 1) * in_len..(i + 2) * in_len).unwrap_or(&[]);
+                let next_dy = dy.get((i + 1) * out_len..(i + 2) * out_len).unwrap_or(&[]);
+                let ahead = next_x.chunks(16).chain(next_dy.chunks(16));
+                let mut ahead = ahead.map(|line| line.as_ptr());
+                let per_tile = (in_len + out_len).div_ceil(16).div_ceil(tiles.len());
                 for &(ob, nv, first, m) in &tiles {
+                    for line in ahead.by_ref().take(per_tile) {
+                        // SAFETY: a prefetch of memory we hold a reference to.
+                        unsafe { _mm_prefetch::<_MM_HINT_T1>(line.cast()) };
+                    }
                     let sums = &mut acc[first * co + ob..];
                     let src = (xs.as_ptr(), planes.base(1, 0), g.ho, g.wo);
                     // Every pair's reads stay inside its plane (asserted above); the gradient
