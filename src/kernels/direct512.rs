@@ -477,17 +477,20 @@ pub(crate) fn backward_input_stride2<R: Send>(
             with_scratch(g.co * grid.cs + 4 * og_len, |buf| {
                 let (ys, og) = buf.split_at_mut(g.co * grid.cs);
                 grid.fill(&dy[i * out_len..(i + 1) * out_len], g.co, ys);
+                // The next image's output gradient, prefetched during the first phase.
+                let next = dy.get((i + 1) * out_len..(i + 2) * out_len).unwrap_or(&[]);
                 for (phase, (offsets, wp)) in phases.iter().enumerate() {
+                    let ahead = if phase == 0 { next } else { &[] };
                     let og = Out {
                         data: &mut og[phase * og_len..(phase + 1) * og_len],
                         stride: grid.nq,
                         pieces: &whole,
                     };
                     match *offsets.as_slice() {
-                        [a] => correlate::<1>((ys, g.co), &grid, &[a], wp, g.ci, og, &[]),
-                        [a, b] => correlate::<2>((ys, g.co), &grid, &[a, b], wp, g.ci, og, &[]),
+                        [a] => correlate::<1>((ys, g.co), &grid, &[a], wp, g.ci, og, ahead),
+                        [a, b] => correlate::<2>((ys, g.co), &grid, &[a, b], wp, g.ci, og, ahead),
                         [a, b, c, d] => {
-                            correlate::<4>((ys, g.co), &grid, &[a, b, c, d], wp, g.ci, og, &[])
+                            correlate::<4>((ys, g.co), &grid, &[a, b, c, d], wp, g.ci, og, ahead)
                         }
                         _ => unreachable!("a phase of a 3 x 3 kernel has 1, 2 or 4 taps"),
                     }
