@@ -9,6 +9,8 @@
 mod batchnorm;
 mod block;
 mod block_eval;
+#[cfg(target_arch = "x86_64")]
+mod channel_grad;
 mod conv;
 #[cfg(target_arch = "x86_64")]
 mod direct;

@@ -29,7 +29,8 @@ pub(crate) fn available(g: &ConvGeometry) -> bool {
     match super::conv_family() {
         super::ConvFamily::Avx2 => super::direct::supported(g) && g.co.is_multiple_of(V),
         super::ConvFamily::Avx512 => {
-            super::direct512::supported(g) && super::direct::supported(g) && g.co.is_multiple_of(W)
+            let by_outputs = super::direct512::supported(g) && g.co.is_multiple_of(W);
+            super::direct::supported(g) && by_outputs || super::channel_grad::suits(g)
         }
         super::ConvFamily::Gemm => false,
     }
@@ -48,6 +49,9 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
 
 /// [`weight_grad`] with the AVX-512 kernels when `wide` (and the CPU has them), else AVX2.
 fn weight_grad_in(x: &[f32], dy: &[f32], g: &ConvGeometry, wide: bool) -> Vec<f32> {
+    if wide && super::channel_grad::suits(g) {
+        return super::channel_grad::weight_grad(x, dy, g);
+    }
     if wide && std::is_x86_feature_detected!("avx512f") && g.co.is_multiple_of(W) {
         return weight_grad_with(x, dy, g, W, |offs, nv, src, grad, dst| {
             // SAFETY: AVX-512F present (checked above); the bounds are `weight_grad_with`'s.
