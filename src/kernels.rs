@@ -1,6 +1,6 @@
 //! Fast CPU kernels for the hot operations of the residual networks, as candle custom ops with
-//! their own backward passes: convolution (on CPUs with AVX2 but not AVX-512, direct AVX2
-//! kernels for the 3 × 3 convolutions of stride 1 and 2; otherwise, and for other shapes, one
+//! their own backward passes: convolution (3 × 3 convolutions of stride 1 and 2 as direct
+//! kernels: AVX-512 where the CPU has it, else AVX2 + FMA; otherwise, and for other shapes, one
 //! `gemm` call per image or kernel tap), batch normalisation in training mode (optionally fused
 //! with ReLU), the residual `relu(a + b)` and the option-A shortcut of He et al. (2015),
 //! section 4.2. Inputs must be contiguous f32 tensors on the CPU;
@@ -133,7 +133,7 @@ const SUM_PARTS: usize = 16;
 
 /// The kernel families the custom backend uses on this CPU (results are bit-identical between
 /// runs only within one family: another SIMD width sums in another order), e.g.
-/// "conv direct-avx2, simd avx512".
+/// "conv direct-avx512, simd avx512".
 pub fn describe() -> String {
     let conv = match conv_family() {
         ConvFamily::Avx512 => "direct-avx512",
