@@ -1,17 +1,18 @@
 //! 3 × 3 convolutions of stride 1 and 2 with padding 1 as direct AVX-512 kernels: the forward
-//! pass, the input gradient of stride 2 (stride 1 is the forward kernel run on the output
-//! gradient with the rotated weight, see [`super::conv::backward_input_map`]) and the weight
-//! gradient.
+//! pass and the input gradient of stride 2 (stride 1 is the forward kernel run on the output
+//! gradient with the rotated weight, see [`super::conv::backward_input_map`]); the weight
+//! gradient is in [`super::direct_grad`] and [`super::channel_grad`].
 //!
 //! Each input channel is copied into a block of [`Grid::cs`] floats holding its zero-padded
-//! image (stride 1) or that image's four phase planes (stride 2: even/odd padded rows × even/odd
-//! padded columns), laid out so that the output at grid position q = oy·wg + ox reads kernel tap
-//! t at `q + taps[t]` of the block. The kernels compute every grid position, including the
-//! `wg − wo` junk columns of each row (dropped when copying out), in vectors of 16 consecutive
-//! positions: no masks, gathers or im2col. The junk is 6% of the work at 32 × 32, 11% at 16 × 16
-//! and 20% at 8 × 8. A tile is 4 output channels × up to 6 vectors (24 accumulators of AVX-512's
-//! 32 registers); per input channel and tap it loads the 6 input vectors once and broadcasts 4
-//! weights: 10 loads per 24 FMAs.
+//! image (stride 1: rows `w + 1` apart, one zero column serving as the right border of a row and
+//! the left border of the next) or that image's four phase planes (stride 2: even/odd padded rows
+//! × even/odd padded columns), laid out so that the output at grid position q = oy·wg + ox reads
+//! kernel tap t at `q + taps[t]` of the block. The kernels compute every grid position, including
+//! the `wg − wo` junk columns of each row (never stored), in vectors of 16 consecutive positions:
+//! no masks, gathers or im2col. At stride 1 the junk is 3% of the work at 32 × 32, 6% at 16 × 16
+//! and 11% at 8 × 8. A tile is 4 output channels × up to 6 vectors (24 accumulators of
+//! AVX-512's 32 registers); per input channel and tap it loads the 6 input vectors once and
+//! broadcasts 4 weights: 10 loads per 24 FMAs.
 
 use super::conv::ConvGeometry;
 use super::gemm::with_scratch;
@@ -26,12 +27,12 @@ const NV: usize = 6;
 
 /// Whether the CPU and `g` suit these kernels: a 3 × 3 convolution of stride 1 or 2 with
 /// padding 1, grid rows of at least 8 (so that a vector spans at most 3 output rows: images at
-/// least 6 wide for stride 1, 13 for stride 2), AVX-512F present.
+/// least 7 wide for stride 1, 13 for stride 2), AVX-512F present.
 pub(crate) fn supported(g: &ConvGeometry) -> bool {
     g.ksize == 3
         && g.pad == 1
         && (g.stride == 1 || g.stride == 2)
-        && (g.w + 2).div_ceil(g.stride) >= 8
+        && Grid::width(g.w, g.stride) >= 8
         && std::is_x86_feature_detected!("avx512f")
 }
 
@@ -68,10 +69,9 @@ impl Grid {
     /// The grid of an `h × w` image padded by 1 on every side, convolved with stride 1 or 2,
     /// computing `rows` grid rows.
     fn new(h: usize, w: usize, stride: usize, rows: usize) -> Self {
-        let (hp, wp) = (h + 2, w + 2);
         let (ph, wg) = match stride {
-            1 => (hp, wp),
-            _ => (hp.div_ceil(2), wp.div_ceil(2)),
+            1 => (h + 2, Self::width(w, 1)),
+            _ => ((h + 2).div_ceil(2), Self::width(w, 2)),
         };
         let nq = (rows * wg).div_ceil(V) * V;
         // The furthest tap within a plane; every load of the last vector must stay inside.
@@ -97,6 +97,16 @@ impl Grid {
         }
     }
 
+    /// The grid row of an image `w` wide: for stride 1 the row plus one zero column, which is
+    /// the right border of one row and the left border of the next (so the junk is one column
+    /// a row); for stride 2 a phase plane's row of the image padded on both sides.
+    fn width(w: usize, stride: usize) -> usize {
+        match stride {
+            1 => w + 1,
+            _ => (w + 2).div_ceil(2),
+        }
+    }
+
     /// Copies `channels` planes of `x` (each h × w) into their blocks in `xs`, zero elsewhere.
     fn fill(&self, x: &[f32], channels: usize, xs: &mut [f32]) {
         let (h, w, wg) = (self.h, self.w, self.wg);
@@ -105,9 +115,9 @@ impl Grid {
             let block = &mut xs[c * self.cs..(c + 1) * self.cs];
             let src = &x[c * h * w..(c + 1) * h * w];
             if self.stride == 1 {
-                // Zero the top row, the border pairs between rows and everything after the
+                // Zero the top row, the border column between rows and everything after the
                 // last row; the rows go in between.
-                let (top, bottom) = (wg + 1, (h + 1) * wg - 1);
+                let (top, bottom) = (wg + 1, h * wg + 1 + w);
                 block[..top].fill(0.0);
                 block[bottom..].fill(0.0);
                 for y in 0..h {
@@ -115,7 +125,7 @@ impl Grid {
                     // SAFETY: AVX-512F present (`correlate` runs only where it is, and
                     // `supported` checks it); `at + w ≤ bottom ≤ block.len()`.
                     unsafe { copy512(&src[y * w..(y + 1) * w], &mut block[at..at + w]) };
-                    block[at + w..(at + w + 2).min(bottom)].fill(0.0);
+                    block[at + w..(at + wg).min(bottom)].fill(0.0);
                 }
                 continue;
             }
@@ -543,7 +553,7 @@ mod tests {
             (2, 3, 8, 8, 16, 1),
             (1, 5, 7, 9, 6, 1),
             (2, 4, 32, 32, 16, 1),
-            (1, 3, 5, 6, 7, 1),
+            (1, 3, 5, 7, 7, 1),
             (2, 4, 9, 15, 24, 2),
             (1, 6, 11, 14, 8, 2),
             (2, 16, 32, 32, 32, 2),
@@ -606,8 +616,8 @@ mod tests {
     fn narrow_images_are_left_to_other_kernels() {
         let g = |w, stride| ConvGeometry::new(&[1, 1, 8, w], &[1, 1, 3, 3], stride, 1).unwrap();
         let avx512 = std::is_x86_feature_detected!("avx512f");
-        assert_eq!(supported(&g(6, 1)), avx512);
-        assert!(!supported(&g(5, 1)));
+        assert_eq!(supported(&g(7, 1)), avx512);
+        assert!(!supported(&g(6, 1)));
         assert_eq!(supported(&g(14, 2)), avx512);
         assert!(!supported(&g(12, 2)));
     }
