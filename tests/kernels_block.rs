@@ -128,6 +128,9 @@ fn fused_basic_block_in_evaluation_matches_stock_ops_for_every_shortcut() -> Res
         ([3, 5, 7, 9], 5, 1, BlockShortcut::Identity),
         ([2, 8, 9, 7], 16, 2, BlockShortcut::PadA),
         ([2, 6, 5, 5], 6, 1, BlockShortcut::None),
+        // Wide enough for the AVX-512 kernels, which add bias, shortcut and ReLU in registers.
+        ([2, 8, 15, 15], 16, 2, BlockShortcut::PadA),
+        ([2, 6, 8, 8], 6, 1, BlockShortcut::None),
     ];
     for (dims, co, stride, sc) in cases {
         let t = |d: &[usize], seed| var(d, seed).map(|v| v.as_tensor().detach());

@@ -75,41 +75,26 @@ impl CustomOp1 for BlockEval {
         out.par_chunks_mut(out_len).enumerate().for_each(|(i, o)| {
             let xi = &x[i * in_len..(i + 1) * in_len];
             let ahead = x.get((i + 1) * in_len..(i + 2) * in_len).unwrap_or(&[]);
+            let first = Epilogue {
+                bias: &self.b1,
+                residual: None,
+                relu: true,
+            };
+            // The identity shortcut and the last ReLU go into the second convolution's
+            // epilogue; option A's zero-padded, subsampled shortcut is added after it.
+            let second = Epilogue {
+                bias: &self.b2,
+                residual: (self.shortcut == BlockShortcut::Identity).then_some(xi),
+                relu: self.shortcut != BlockShortcut::PadA,
+            };
             MIDDLE.with_borrow_mut(|mid| {
                 mid.resize(out_len, 0.0);
-                conv1.image_ahead(xi, ahead, mid);
-                Epilogue {
-                    bias: &self.b1,
-                    relu: true,
-                }
-                .apply(mid);
-                conv2.image(mid, o);
+                conv1.image_finished(xi, ahead, mid, &first);
+                conv2.image_finished(mid, &[], o, &second);
             });
-            match self.shortcut {
-                BlockShortcut::None => Epilogue {
-                    bias: &self.b2,
-                    relu: true,
-                }
-                .apply(o),
-                BlockShortcut::Identity => {
-                    Epilogue {
-                        bias: &self.b2,
-                        relu: false,
-                    }
-                    .apply(o);
-                    o.iter_mut()
-                        .zip(xi)
-                        .for_each(|(v, r)| *v = (*v + r).max(0.0));
-                }
-                BlockShortcut::PadA => {
-                    Epilogue {
-                        bias: &self.b2,
-                        relu: false,
-                    }
-                    .apply(o);
-                    pad_a.add_forward(xi, o);
-                    o.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
+            if self.shortcut == BlockShortcut::PadA {
+                pad_a.add_forward(xi, o);
+                o.iter_mut().for_each(|v| *v = v.max(0.0));
             }
         });
         Ok((

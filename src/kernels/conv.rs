@@ -170,11 +170,14 @@ fn conv2d_grads(
     })
 }
 
-/// A per-output-channel bias and optional ReLU applied to each image's output while it is
-/// still in cache (batch norm folded into the convolution in evaluation).
+/// A per-output-channel bias, an optional residual (laid out as one image's output) and an
+/// optional ReLU applied to each image's output: `relu(out + bias + residual)` (batch norm
+/// folded into the convolution in evaluation, and a block's identity shortcut). The AVX-512
+/// kernels apply it in registers before storing; the others in a pass while it is in cache.
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue<'a> {
     pub bias: &'a [f32],
+    pub residual: Option<&'a [f32]>,
     pub relu: bool,
 }
 
@@ -183,7 +186,11 @@ impl Epilogue<'_> {
     pub fn apply(&self, out: &mut [f32]) {
         let p = out.len() / self.bias.len().max(1);
         for (plane, &b) in out.chunks_exact_mut(p.max(1)).zip(self.bias) {
-            super::simd::shift_relu(plane, b, self.relu);
+            super::simd::shift_relu(plane, b, self.relu && self.residual.is_none());
+        }
+        if let Some(r) = self.residual {
+            let relu = |v: f32| if self.relu { v.max(0.0) } else { v };
+            out.iter_mut().zip(r).for_each(|(v, r)| *v = relu(*v + r));
         }
     }
 }
@@ -200,8 +207,19 @@ pub(crate) fn forward_with(
     g: &ConvGeometry,
     epilogue: Option<Epilogue>,
 ) -> Vec<f32> {
-    let apply = |_: usize, o: &mut [f32]| epilogue.inspect(|e| e.apply(o)).map(drop);
-    forward_map(x, w, g, apply).0
+    let Some(epilogue) = epilogue else {
+        return forward_map(x, w, g, |_, _| ()).0;
+    };
+    let prepared = Prepared::new(w, g);
+    let in_len = g.in_len();
+    let mut out = super::pool::take(g.n * g.out_len());
+    out.par_chunks_mut(g.out_len().max(1))
+        .enumerate()
+        .for_each(|(i, o)| {
+            let ahead = x.get((i + 1) * in_len..(i + 2) * in_len).unwrap_or(&[]);
+            prepared.image_finished(&x[i * in_len..(i + 1) * in_len], ahead, o, &epilogue);
+        });
+    out
 }
 
 /// [`forward`], then `post(image, output)` on each image while its output is in cache; returns
@@ -290,13 +308,19 @@ impl<'a> Prepared<'a> {
         }
     }
 
-    /// One image: `x` (C × H × W) into `out` (O × Ho × Wo).
-    pub fn image(&self, x: &[f32], out: &mut [f32]) {
-        self.image_ahead(x, &[], out)
+    /// [`Prepared::image_ahead`], then `epilogue` (in the AVX-512 kernel's registers where it
+    /// runs).
+    pub fn image_finished(&self, x: &[f32], ahead: &[f32], out: &mut [f32], epilogue: &Epilogue) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(direct) = &self.direct512 {
+            return direct.image_finished(x, ahead, out, Some(epilogue));
+        }
+        self.image_ahead(x, ahead, out);
+        epilogue.apply(out);
     }
 
-    /// [`Prepared::image`], where a kernel that can prefetches `ahead` (the next image's
-    /// input) meanwhile.
+    /// One image: `x` (C × H × W) into `out` (O × Ho × Wo), where a kernel that can prefetches
+    /// `ahead` (the next image's input, or nothing) meanwhile.
     pub fn image_ahead(&self, x: &[f32], ahead: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if let Some(direct) = &self.direct {

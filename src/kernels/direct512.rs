@@ -14,7 +14,7 @@
 //! AVX-512's 32 registers); per input channel and tap it loads the 6 input vectors once and
 //! broadcasts 4 weights: 10 loads per 24 FMAs.
 
-use super::conv::ConvGeometry;
+use super::conv::{ConvGeometry, Epilogue};
 use super::gemm::with_scratch;
 use std::arch::x86_64::*;
 
@@ -281,6 +281,18 @@ impl Direct512 {
     /// image's input, or nothing) into L2 along the way: the fill of the next image would
     /// otherwise wait on memory (about 10% of the time at 32 × 32).
     pub fn image(&self, x: &[f32], ahead: &[f32], out: &mut [f32]) {
+        self.image_finished(x, ahead, out, None)
+    }
+
+    /// [`Direct512::image`], with `epilogue` applied to the sums in registers before they are
+    /// stored.
+    pub fn image_finished(
+        &self,
+        x: &[f32],
+        ahead: &[f32],
+        out: &mut [f32],
+        epilogue: Option<&Epilogue>,
+    ) {
         let (g, grid) = (&self.g, &self.grid);
         assert!(x.len() >= g.ci * g.h * g.w && out.len() >= g.co * g.ho * g.wo);
         with_scratch(g.ci * grid.cs, |xs| {
@@ -289,6 +301,7 @@ impl Direct512 {
                 data: &mut out[..g.co * g.ho * g.wo],
                 stride: g.ho * g.wo,
                 pieces: &self.pieces,
+                epilogue,
             };
             correlate::<9>((xs, g.ci), grid, &grid.taps, &self.w, g.co, out, ahead);
         });
@@ -302,6 +315,8 @@ struct Out<'a> {
     data: &'a mut [f32],
     stride: usize,
     pieces: &'a [Pieces],
+    /// Bias, residual (laid out as `data`) and ReLU for the sums before they are stored.
+    epilogue: Option<&'a Epilogue<'a>>,
 }
 
 impl Out<'_> {
@@ -357,6 +372,20 @@ fn correlate<const T: usize>(
     let per_tile = ahead.len().div_ceil(16).div_ceil(tiles.max(1));
     let mut lines = ahead.chunks(16);
     assert!(xs.len() >= ins * cs && out.pieces.len() == nq / V && out.holds(outs));
+    let (bias, residual, relu) = match out.epilogue {
+        Some(e) => {
+            assert!(e.bias.len() >= outs, "direct512: a bias per output");
+            let residual = e.residual.map(|r| {
+                assert!(
+                    r.len() >= out.data.len(),
+                    "direct512: residual shorter than the output"
+                );
+                r.as_ptr()
+            });
+            (Some(e.bias.as_ptr()), residual, e.relu)
+        }
+        None => (None, None, false),
+    };
     assert!(w.len() >= outs.div_ceil(NO) * ins * T * NO);
     assert!(
         taps.iter().all(|&t| t + nq <= cs),
@@ -376,28 +405,40 @@ fn correlate<const T: usize>(
             let live = (outs - ob * NO).min(NO);
             let src = (xs[q0..].as_ptr(), cs, ins);
             let wb = w[ob * per_block..].as_ptr();
-            let dst = (
-                base.wrapping_add(ob * NO * out.stride + q0),
-                out.stride,
-                live,
-            );
+            let at = ob * NO * out.stride + q0;
+            let dst = (base.wrapping_add(at), out.stride, live);
+            let finish = Finish {
+                bias: bias.map(|b| b.wrapping_add(ob * NO)),
+                residual: residual.map(|r| r.wrapping_add(at)),
+                relu,
+            };
             // SAFETY: AVX-512F present (asserted); input `in` reads xs[in·cs + q0 + v·16 +
             // taps[t] ..+16] with q0 + v·16 + 16 ≤ nq and taps[t] + nq ≤ cs (asserted), so
             // inside its block; the weights read `per_block` floats of `w` from block ob
             // (asserted); the stores write only the masked lanes of `live` rows, each inside
-            // `out.data` (`holds`, asserted).
+            // `out.data` (`holds`, asserted); the residual is read at the same lanes of an array
+            // at least as long (asserted); the bias has an entry per output (asserted).
             unsafe {
                 match nv {
-                    6 => tile::<T, 6>(src, taps, wb, dst, pieces),
-                    5 => tile::<T, 5>(src, taps, wb, dst, pieces),
-                    4 => tile::<T, 4>(src, taps, wb, dst, pieces),
-                    3 => tile::<T, 3>(src, taps, wb, dst, pieces),
-                    2 => tile::<T, 2>(src, taps, wb, dst, pieces),
-                    _ => tile::<T, 1>(src, taps, wb, dst, pieces),
+                    6 => tile::<T, 6>(src, taps, wb, dst, pieces, finish),
+                    5 => tile::<T, 5>(src, taps, wb, dst, pieces, finish),
+                    4 => tile::<T, 4>(src, taps, wb, dst, pieces, finish),
+                    3 => tile::<T, 3>(src, taps, wb, dst, pieces, finish),
+                    2 => tile::<T, 2>(src, taps, wb, dst, pieces, finish),
+                    _ => tile::<T, 1>(src, taps, wb, dst, pieces, finish),
                 }
             }
         }
     }
+}
+
+/// What a tile does to its sums before storing them: `relu(sum + bias[o] + residual)`, each
+/// part optional.
+#[derive(Clone, Copy)]
+struct Finish {
+    bias: Option<*const f32>,
+    residual: Option<*const f32>,
+    relu: bool,
 }
 
 /// One tile: NO outputs × N vectors of 16 grid positions, summed over every input and tap.
@@ -405,7 +446,8 @@ fn correlate<const T: usize>(
 /// # Safety
 /// AVX-512F present; `xs + in·cs + taps[t] + v·16 .. +16` in bounds for every input, tap and
 /// v < N; `w` holds `ins · T · NO` floats; for o < `live` and v < N, the lanes of each piece
-/// of `pieces[v]` at `out + o·stride + v·16 − shift` are in bounds.
+/// of `pieces[v]` at `out + o·stride + v·16 − shift` are in bounds, and so are the residual's
+/// at the same offsets; the bias, if any, holds `live` floats.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const T: usize, const N: usize>(
     (xs, cs, ins): (*const f32, usize, usize),
@@ -413,6 +455,7 @@ unsafe fn tile<const T: usize, const N: usize>(
     w: *const f32,
     (out, stride, live): (*mut f32, usize, usize),
     pieces: &[Pieces],
+    finish: Finish,
 ) {
     let mut acc = [[_mm512_setzero_ps(); N]; NO];
     for c in 0..ins {
@@ -431,11 +474,25 @@ unsafe fn tile<const T: usize, const N: usize>(
             }
         }
     }
+    let zero = _mm512_setzero_ps();
     for (o, acc) in acc.iter().enumerate().take(live) {
+        let bias = match finish.bias {
+            Some(b) => _mm512_set1_ps(unsafe { *b.add(o) }),
+            None => zero,
+        };
         for ((v, &a), pieces) in acc.iter().enumerate().zip(pieces) {
+            let a = _mm512_add_ps(a, bias);
             for &(mask, shift) in pieces.iter().filter(|p| p.0 != 0) {
-                let at = out.wrapping_add(o * stride + v * V).wrapping_sub(shift);
-                unsafe { _mm512_mask_storeu_ps(at, mask, a) };
+                let off = (o * stride + v * V).wrapping_sub(shift);
+                let mut a = a;
+                if let Some(r) = finish.residual {
+                    let r = unsafe { _mm512_maskz_loadu_ps(mask, r.wrapping_add(off)) };
+                    a = _mm512_add_ps(a, r);
+                }
+                if finish.relu {
+                    a = _mm512_max_ps(a, zero);
+                }
+                unsafe { _mm512_mask_storeu_ps(out.wrapping_add(off), mask, a) };
             }
         }
     }
@@ -495,6 +552,7 @@ pub(crate) fn backward_input_stride2<R: Send>(
                         data: &mut og[phase * og_len..(phase + 1) * og_len],
                         stride: grid.nq,
                         pieces: &whole,
+                        epilogue: None,
                     };
                     match *offsets.as_slice() {
                         [a] => correlate::<1>((ys, g.co), &grid, &[a], wp, g.ci, og, ahead),

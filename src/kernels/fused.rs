@@ -225,6 +225,7 @@ impl candle_core::CustomOp1 for ConvBatchNormEval {
         let g = &self.g;
         let epilogue = conv::Epilogue {
             bias: &self.bias,
+            residual: None,
             relu: self.relu,
         };
         let out = conv::forward_with(x, &self.folded, g, Some(epilogue));
