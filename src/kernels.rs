@@ -26,6 +26,8 @@ mod pool;
 pub mod profile;
 mod shifted;
 mod simd;
+#[cfg(test)]
+mod testing;
 mod weight_grad;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor, bail};

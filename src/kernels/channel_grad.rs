@@ -142,13 +142,8 @@ unsafe fn kernel<const NO: usize, const NC: usize>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{at, data};
     use super::*;
-
-    fn data(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 2654435761 + seed * 97) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
 
     #[test]
     fn channel_weight_gradient_matches_a_plain_loop() {
@@ -173,15 +168,10 @@ mod tests {
                             let d = dy[((i * co + o) * g.ho + oy) * g.wo + ox] as f64;
                             for c in 0..ci {
                                 for t in 0..9 {
-                                    let y = (oy * stride + t / 3).checked_sub(pad);
-                                    let xx = (ox * stride + t % 3).checked_sub(pad);
-                                    let (Some(y), Some(xx)) = (y, xx) else {
+                                    let Some(src) = at(&g, (oy, ox), (t / 3, t % 3)) else {
                                         continue;
                                     };
-                                    if y >= h || xx >= w {
-                                        continue;
-                                    }
-                                    let v = x[((i * ci + c) * h + y) * w + xx] as f64;
+                                    let v = x[(i * ci + c) * h * w + src] as f64;
                                     dw[(o * ci + c) * 9 + t] += d * v;
                                 }
                             }

@@ -586,24 +586,8 @@ pub(crate) fn backward_input_stride2<R: Send>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{at, data};
     use super::*;
-
-    fn data(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 2654435761 + seed * 97) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
-
-    /// The input pixel under tap (ky, kx) of output (oy, ox), if inside the image.
-    fn at(g: &ConvGeometry, (oy, ox): (usize, usize), (ky, kx): (usize, usize)) -> Option<usize> {
-        let y = (oy * g.stride + ky)
-            .checked_sub(g.pad)
-            .filter(|&y| y < g.h)?;
-        let x = (ox * g.stride + kx)
-            .checked_sub(g.pad)
-            .filter(|&x| x < g.w)?;
-        Some(y * g.w + x)
-    }
 
     #[test]
     fn avx512_forward_and_stride2_input_gradient_match_plain_loops() {
