@@ -142,7 +142,7 @@ unsafe fn kernel<const NO: usize, const NC: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{at, data};
+    use super::super::testing::{Plain, data};
     use super::*;
 
     #[test]
@@ -160,25 +160,8 @@ mod tests {
                 continue;
             }
             let (x, dy) = (data(n * ci * h * w, 1), data(n * co * g.ho * g.wo, 3));
-            let mut dw = vec![0f64; co * ci * 9];
-            for i in 0..n {
-                for o in 0..co {
-                    for oy in 0..g.ho {
-                        for ox in 0..g.wo {
-                            let d = dy[((i * co + o) * g.ho + oy) * g.wo + ox] as f64;
-                            for c in 0..ci {
-                                for t in 0..9 {
-                                    let Some(src) = at(&g, (oy, ox), (t / 3, t % 3)) else {
-                                        continue;
-                                    };
-                                    let v = x[(i * ci + c) * h * w + src] as f64;
-                                    dw[(o * ci + c) * 9 + t] += d * v;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let wt = data(co * ci * 9, 2);
+            let Plain { dw, .. } = Plain::new(&g, &x, &wt, &dy);
             for (a, b) in weight_grad(&x, &dy, &g).iter().zip(&dw) {
                 assert!((*a as f64 - b).abs() < 1e-3, "{g:?}: {a} vs {b}");
             }

@@ -14,9 +14,12 @@
 //! AVX-512's 32 registers); per input channel and tap it loads the 6 input vectors once and
 //! broadcasts 4 weights: 10 loads per 24 FMAs.
 
+mod stride2;
+
 use super::conv::{ConvGeometry, Epilogue};
 use super::gemm::with_scratch;
 use std::arch::x86_64::*;
+pub(crate) use stride2::backward_input_stride2;
 
 /// Lanes of a vector.
 const V: usize = 16;
@@ -195,33 +198,6 @@ unsafe fn deinterleave512(src: &[f32], evens: &mut [f32], odds: &mut [f32]) {
             );
             _mm512_mask_storeu_ps(evens.as_mut_ptr().add(k), lanes(evens.len(), k), e);
             _mm512_mask_storeu_ps(odds.as_mut_ptr().wrapping_add(k), lanes(odds.len(), k), o);
-        }
-    }
-}
-
-/// The inverse of [`deinterleave512`]: `dst[2k] = evens[k]`, `dst[2k + 1] = odds[k]`.
-///
-/// # Safety
-/// AVX-512F present.
-#[target_feature(enable = "avx512f")]
-unsafe fn interleave512(evens: &[f32], odds: &[f32], dst: &mut [f32]) {
-    let n = dst.len();
-    assert!(evens.len() >= n.div_ceil(2) && odds.len() >= n / 2);
-    let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
-    for at in (0..n).step_by(2 * V) {
-        let k = at / 2;
-        let (ne, no) = (n.div_ceil(2), n / 2);
-        // SAFETY: every load and store is masked to the lanes inside its slice.
-        unsafe {
-            let e = _mm512_maskz_loadu_ps(lanes(ne, k), evens.as_ptr().add(k));
-            let o = _mm512_maskz_loadu_ps(lanes(no, k), odds.as_ptr().wrapping_add(k));
-            let (lo, hi) = (
-                _mm512_permutex2var_ps(e, lo_idx, o),
-                _mm512_permutex2var_ps(e, hi_idx, o),
-            );
-            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(at), lanes(n, at), lo);
-            _mm512_mask_storeu_ps(dst.as_mut_ptr().wrapping_add(at + V), lanes(n, at + V), hi);
         }
     }
 }
@@ -498,169 +474,5 @@ unsafe fn tile<const T: usize, const N: usize>(
     }
 }
 
-/// The input gradient of a stride-2 convolution, one image per task, then `post(image, dx)` on
-/// each while it is in cache. The padded input row iy + 1 = 2a + py gets, from kernel rows
-/// ky ≡ py (mod 2), the output gradient rows a − (ky − py)/2, and likewise for columns: so each
-/// of the four phases (py, px) of dx is a stride-1 correlation of the output gradient (padded
-/// by 1) with the 1, 2 or 4 taps of that phase, computed on the same grid as the forward pass.
-pub(crate) fn backward_input_stride2<R: Send>(
-    dy: &[f32],
-    w: &[f32],
-    g: &ConvGeometry,
-    post: impl Fn(usize, &mut [f32]) -> R + Sync,
-) -> (Vec<f32>, Vec<R>) {
-    use rayon::prelude::*;
-    assert!(
-        supported(g) && g.stride == 2,
-        "direct512 input gradient: {g:?}"
-    );
-    let grid = Grid::new(g.ho, g.wo, 1, g.ho + 1);
-    // The phases are written whole, on the grid, then interleaved into dx.
-    let whole = vec![[(0xffff, 0), (0, 0), (0, 0)]; grid.nq / V];
-    // Per phase: its taps (offset, tap of w) and the packed weight (outputs are the conv's
-    // input channels, inputs its output channels).
-    let phases: Vec<(Vec<usize>, Vec<f32>)> = (0..4)
-        .map(|phase| {
-            let (py, px) = (phase / 2, phase % 2);
-            let (kys, kxs) = ((py..3).step_by(2), (px..3).step_by(2));
-            let kernel_taps: Vec<(usize, usize)> = kys
-                .flat_map(|ky| kxs.clone().map(move |kx| (ky, kx)))
-                .collect();
-            let offsets = kernel_taps
-                .iter()
-                .map(|&(ky, kx)| (1 - (ky - py) / 2) * grid.wg + 1 - (kx - px) / 2)
-                .collect();
-            let taps: Vec<usize> = kernel_taps.iter().map(|&(ky, kx)| ky * 3 + kx).collect();
-            (offsets, pack(w, g.ci, (g.ci, g.co), &taps, |c, o| (o, c)))
-        })
-        .collect();
-    let (in_len, out_len) = (g.ci * g.h * g.w, g.co * g.ho * g.wo);
-    let mut dx = super::pool::take(g.n * in_len);
-    let extra = dx
-        .par_chunks_mut(in_len.max(1))
-        .enumerate()
-        .map(|(i, dxi)| {
-            let og_len = g.ci * grid.nq;
-            with_scratch(g.co * grid.cs + 4 * og_len, |buf| {
-                let (ys, og) = buf.split_at_mut(g.co * grid.cs);
-                grid.fill(&dy[i * out_len..(i + 1) * out_len], g.co, ys);
-                // The next image's output gradient, prefetched during the first phase.
-                let next = dy.get((i + 1) * out_len..(i + 2) * out_len).unwrap_or(&[]);
-                for (phase, (offsets, wp)) in phases.iter().enumerate() {
-                    let ahead = if phase == 0 { next } else { &[] };
-                    let og = Out {
-                        data: &mut og[phase * og_len..(phase + 1) * og_len],
-                        stride: grid.nq,
-                        pieces: &whole,
-                        epilogue: None,
-                    };
-                    match *offsets.as_slice() {
-                        [a] => correlate::<1>((ys, g.co), &grid, &[a], wp, g.ci, og, ahead),
-                        [a, b] => correlate::<2>((ys, g.co), &grid, &[a, b], wp, g.ci, og, ahead),
-                        [a, b, c, d] => {
-                            correlate::<4>((ys, g.co), &grid, &[a, b, c, d], wp, g.ci, og, ahead)
-                        }
-                        _ => unreachable!("a phase of a 3 x 3 kernel has 1, 2 or 4 taps"),
-                    }
-                }
-                // dx[c][iy][ix] from phase ((iy + 1) % 2, (ix + 1) % 2) at ((iy + 1) / 2,
-                // (ix + 1) / 2).
-                for (c, plane) in dxi.chunks_exact_mut(g.h * g.w).enumerate() {
-                    for (iy, row) in plane.chunks_exact_mut(g.w).enumerate() {
-                        let yp = iy + 1;
-                        let (py, a) = (yp % 2, yp / 2);
-                        let at = |px: usize| (py * 2 + px) * og_len + c * grid.nq + a * grid.wg;
-                        // Even ix from the odd columns' phase, odd ix from the even columns'
-                        // phase after its padding column.
-                        let (evens, odds) = (&og[at(1)..], &og[at(0) + 1..]);
-                        // SAFETY: AVX-512F present (`supported`, asserted above).
-                        unsafe { interleave512(evens, odds, row) };
-                    }
-                }
-            });
-            post(i, dxi)
-        })
-        .collect();
-    (dx, extra)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::super::testing::{at, data};
-    use super::*;
-
-    #[test]
-    fn avx512_forward_and_stride2_input_gradient_match_plain_loops() {
-        let shapes = [
-            (2, 3, 8, 8, 16, 1),
-            (1, 5, 7, 9, 6, 1),
-            (2, 4, 32, 32, 16, 1),
-            (1, 3, 5, 7, 7, 1),
-            (2, 4, 9, 15, 24, 2),
-            (1, 6, 11, 14, 8, 2),
-            (2, 16, 32, 32, 32, 2),
-            (1, 7, 16, 17, 5, 2),
-            (1, 2, 5, 13, 5, 1),
-        ];
-        let mut ran = 0;
-        for (n, ci, h, w, co, stride) in shapes {
-            let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], stride, 1).unwrap();
-            if !supported(&g) {
-                continue;
-            }
-            ran += 1;
-            let (x, wt, dy) = (
-                data(n * ci * h * w, 1),
-                data(co * ci * 9, 2),
-                data(n * co * g.ho * g.wo, 3),
-            );
-            let (in_len, p) = (ci * h * w, g.ho * g.wo);
-            let mut y = vec![0f32; n * co * p];
-            let mut dx = vec![0f32; n * in_len];
-            for i in 0..n {
-                for o in 0..co {
-                    for (q, yq) in y[(i * co + o) * p..][..p].iter_mut().enumerate() {
-                        let out = (q / g.wo, q % g.wo);
-                        for c in 0..ci {
-                            for t in 0..9 {
-                                let Some(src) = at(&g, out, (t / 3, t % 3)) else {
-                                    continue;
-                                };
-                                let wv = wt[(o * ci + c) * 9 + t];
-                                *yq += wv * x[i * in_len + c * h * w + src];
-                                dx[i * in_len + c * h * w + src] += wv * dy[(i * co + o) * p + q];
-                            }
-                        }
-                    }
-                }
-            }
-            let direct = Direct512::new(&wt, &g);
-            for i in 0..n {
-                let mut out = vec![f32::NAN; co * p];
-                direct.image(&x[i * in_len..(i + 1) * in_len], &[], &mut out);
-                for (a, b) in out.iter().zip(&y[i * co * p..(i + 1) * co * p]) {
-                    assert!((a - b).abs() < 1e-4, "forward {g:?}: {a} vs {b}");
-                }
-            }
-            if stride == 2 {
-                let (got, seen) = backward_input_stride2(&dy, &wt, &g, |i, _| i);
-                assert_eq!(seen, (0..n).collect::<Vec<_>>());
-                for (a, b) in got.iter().zip(&dx) {
-                    assert!((a - b).abs() < 1e-4, "input gradient {g:?}: {a} vs {b}");
-                }
-            }
-        }
-        let avx512 = std::is_x86_feature_detected!("avx512f");
-        assert_eq!(ran, if avx512 { shapes.len() } else { 0 });
-    }
-
-    #[test]
-    fn narrow_images_are_left_to_other_kernels() {
-        let g = |w, stride| ConvGeometry::new(&[1, 1, 8, w], &[1, 1, 3, 3], stride, 1).unwrap();
-        let avx512 = std::is_x86_feature_detected!("avx512f");
-        assert_eq!(supported(&g(7, 1)), avx512);
-        assert!(!supported(&g(6, 1)));
-        assert_eq!(supported(&g(14, 2)), avx512);
-        assert!(!supported(&g(12, 2)));
-    }
-}
+mod tests;

@@ -299,7 +299,7 @@ unsafe fn kernel<const M: usize, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::super::direct::{Direct, supported};
-    use super::super::testing::{at, data};
+    use super::super::testing::{Plain, data};
     use super::*;
 
     #[test]
@@ -325,25 +325,7 @@ mod tests {
                 data(n * co * g.ho * g.wo, 3),
             );
             let (in_len, p) = (ci * h * w, g.ho * g.wo);
-            let mut y = vec![0f32; n * co * p];
-            let mut dw = vec![0f64; co * ci * 9];
-            for i in 0..n {
-                for o in 0..co {
-                    for (q, yq) in y[(i * co + o) * p..][..p].iter_mut().enumerate() {
-                        let out = (q / g.wo, q % g.wo);
-                        for c in 0..ci {
-                            for t in 0..9 {
-                                let Some(src) = at(&g, out, (t / 3, t % 3)) else {
-                                    continue;
-                                };
-                                let xv = x[i * in_len + c * h * w + src];
-                                *yq += wt[(o * ci + c) * 9 + t] * xv;
-                                dw[(o * ci + c) * 9 + t] += (dy[(i * co + o) * p + q] * xv) as f64;
-                            }
-                        }
-                    }
-                }
-            }
+            let Plain { y, dw, .. } = Plain::new(&g, &x, &wt, &dy);
             let direct = Direct::new(&wt, &g);
             for i in 0..n {
                 let mut out = vec![f32::NAN; co * p];
