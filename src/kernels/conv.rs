@@ -207,19 +207,7 @@ pub(crate) fn forward_with(
     g: &ConvGeometry,
     epilogue: Option<Epilogue>,
 ) -> Vec<f32> {
-    let Some(epilogue) = epilogue else {
-        return forward_map(x, w, g, |_, _| ()).0;
-    };
-    let prepared = Prepared::new(w, g);
-    let in_len = g.in_len();
-    let mut out = super::pool::take(g.n * g.out_len());
-    out.par_chunks_mut(g.out_len().max(1))
-        .enumerate()
-        .for_each(|(i, o)| {
-            let ahead = x.get((i + 1) * in_len..(i + 2) * in_len).unwrap_or(&[]);
-            prepared.image_finished(&x[i * in_len..(i + 1) * in_len], ahead, o, &epilogue);
-        });
-    out
+    forward_finished(x, w, g, epilogue.as_ref(), |_, _| ()).0
 }
 
 /// [`forward`], then `post(image, output)` on each image while its output is in cache; returns
@@ -230,6 +218,17 @@ pub(crate) fn forward_map<T: Send>(
     g: &ConvGeometry,
     post: impl Fn(usize, &mut [f32]) -> T + Sync,
 ) -> (Vec<f32>, Vec<T>) {
+    forward_finished(x, w, g, None, post)
+}
+
+/// [`forward_map`] with an optional `epilogue` applied before `post`.
+fn forward_finished<T: Send>(
+    x: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    epilogue: Option<&Epilogue>,
+    post: impl Fn(usize, &mut [f32]) -> T + Sync,
+) -> (Vec<f32>, Vec<T>) {
     let prepared = Prepared::new(w, g);
     let in_len = g.in_len();
     let mut out = super::pool::take(g.n * g.out_len());
@@ -237,8 +236,12 @@ pub(crate) fn forward_map<T: Send>(
         .par_chunks_mut(g.out_len().max(1))
         .enumerate()
         .map(|(i, o)| {
+            let xi = &x[i * in_len..(i + 1) * in_len];
             let ahead = x.get((i + 1) * in_len..(i + 2) * in_len).unwrap_or(&[]);
-            prepared.image_ahead(&x[i * in_len..(i + 1) * in_len], ahead, o);
+            match epilogue {
+                Some(e) => prepared.image_finished(xi, ahead, o, e),
+                None => prepared.image_ahead(xi, ahead, o),
+            }
             post(i, o)
         })
         .collect();
