@@ -177,6 +177,12 @@ fn sum_over_images(
     total
 }
 
+/// Image `i + 1` of a batch of images `len` floats each, or nothing after the last: what a
+/// kernel working on image `i` prefetches.
+fn next_image(batch: &[f32], i: usize, len: usize) -> &[f32] {
+    batch.get((i + 1) * len..(i + 2) * len).unwrap_or(&[])
+}
+
 /// Whether the custom kernels can run on `t`: an f32 tensor on the CPU.
 pub fn supports(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32

@@ -237,7 +237,7 @@ fn forward_finished<T: Send>(
         .enumerate()
         .map(|(i, o)| {
             let xi = &x[i * in_len..(i + 1) * in_len];
-            let ahead = x.get((i + 1) * in_len..(i + 2) * in_len).unwrap_or(&[]);
+            let ahead = super::next_image(x, i, in_len);
             match epilogue {
                 Some(e) => prepared.image_finished(xi, ahead, o, e),
                 None => prepared.image_ahead(xi, ahead, o),

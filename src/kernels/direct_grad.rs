@@ -140,8 +140,8 @@ fn weight_grad_with(
                 simd::nhwc_padded(dyi, (co, g.ho, g.wo), 0, g.wo, dyt);
                 // The next image's input and output gradient, prefetched into L2 over the
                 // tiles (its fill and transpose would otherwise wait on memory).
-                let next_x = x.get((i + 1) * in_len..(i + 2) * in_len).unwrap_or(&[]);
-                let next_dy = dy.get((i + 1) * out_len..(i + 2) * out_len).unwrap_or(&[]);
+                let next_x = super::next_image(x, i, in_len);
+                let next_dy = super::next_image(dy, i, out_len);
                 let ahead = next_x.chunks(16).chain(next_dy.chunks(16));
                 let mut ahead = ahead.map(|line| line.as_ptr());
                 let per_tile = (in_len + out_len).div_ceil(16).div_ceil(tiles.len());

@@ -54,7 +54,7 @@ pub(crate) fn backward_input_stride2<R: Send>(
                 let (ys, og) = buf.split_at_mut(g.co * grid.cs);
                 grid.fill(&dy[i * out_len..(i + 1) * out_len], g.co, ys);
                 // The next image's output gradient, prefetched during the first phase.
-                let next = dy.get((i + 1) * out_len..(i + 2) * out_len).unwrap_or(&[]);
+                let next = crate::kernels::next_image(dy, i, out_len);
                 for (phase, (offsets, wp)) in phases.iter().enumerate() {
                     let ahead = if phase == 0 { next } else { &[] };
                     let og = Out {
