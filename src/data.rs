@@ -25,9 +25,9 @@ pub use self::cifar::{
 };
 pub use self::error::DataError;
 pub use self::folder::{
-    CIFAR10_CLASSES, Exported, Files, FolderSplits, IMAGE_EXTENSIONS, Recipe, Rgb, Skipped,
-    TrainCrop, View, decode_rgb, encode_jpeg, encode_png, export_cifar_folder, scan_folder,
-    ten_crops, too_many_bad,
+    CIFAR10_CLASSES, Exported, Files, FolderSplits, IMAGE_EXTENSIONS, Recipe, Rgb, Skipped, Top,
+    TrainCrop, View, decode_rgb, decode_top, encode_jpeg, encode_png, export_cifar_folder,
+    scan_folder, ten_crops, too_many_bad,
 };
 #[cfg(feature = "hdf5")]
 pub use self::h5::{convert_cifar_to_hdf5, convert_hdf5_to_cifar, read_hdf5};

@@ -65,7 +65,7 @@ fn recipe(side: usize, eval_resize: usize) -> Recipe {
 fn the_ten_views_are_the_four_corners_and_the_center_then_the_same_flipped() {
     // The shorter side is already eval_resize: the crops are the image's own pixels.
     let img = coded(27, 20);
-    let views = ten_crops(&img, &recipe(12, 20));
+    let views = ten_crops(&img, &recipe(12, 20)).unwrap();
     // 15 and 8 pixels to spare; the center rounds half the margin (torchvision's CenterCrop).
     let corners = [(0, 0), (15, 0), (0, 8), (15, 8), (8, 4)];
     assert_eq!(views.len(), 10);
@@ -75,7 +75,7 @@ fn the_ten_views_are_the_four_corners_and_the_center_then_the_same_flipped() {
     }
     // A portrait image: the spare pixels are below.
     let tall = coded(20, 26);
-    let views = ten_crops(&tall, &recipe(12, 20));
+    let views = ten_crops(&tall, &recipe(12, 20)).unwrap();
     for (k, &(x, y)) in [(0, 0), (8, 0), (0, 14), (8, 14), (4, 7)]
         .iter()
         .enumerate()
@@ -88,7 +88,7 @@ fn the_ten_views_are_the_four_corners_and_the_center_then_the_same_flipped() {
 fn after_resizing_the_flipped_views_mirror_the_five_others_and_all_five_differ() {
     // 54x40 to a shorter side of 20: 27x20, then the same five places.
     let img = coded(54, 40);
-    let views = ten_crops(&img, &recipe(12, 20));
+    let views = ten_crops(&img, &recipe(12, 20)).unwrap();
     for k in 0..5 {
         let mirrored: Vec<u8> = views[k]
             .chunks_exact(12)
@@ -133,7 +133,7 @@ fn ten_crop_batches_hold_each_images_normalised_views_and_skip_what_does_not_dec
     let bytes = 3 * 16 * 16;
     for i in 0..4 {
         let img = resnet_tui::data::decode_rgb(&std::fs::read(&files.paths[i]).unwrap()).unwrap();
-        for (k, v) in ten_crops(&img, &files.recipe).iter().enumerate() {
+        for (k, v) in ten_crops(&img, &files.recipe).unwrap().iter().enumerate() {
             let mut want = vec![0f32; bytes];
             stats.apply(v, &mut want);
             let at = (i * 10 + k) * bytes;

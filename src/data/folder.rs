@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::augment::{crop_flip_side, epoch_order};
 use super::{Dataset, NormStats};
 
-pub use self::decode::{Rgb, decode_rgb};
+pub use self::decode::{Rgb, Top, decode_rgb, decode_top};
 pub use self::encode::{encode_jpeg, encode_png};
 pub use self::export::{CIFAR10_CLASSES, Exported, export_cifar_folder};
 pub use self::recipe::{Recipe, TrainCrop, View};
@@ -86,22 +86,36 @@ impl Files {
     /// Sample `i` decoded and cut as `view` into `out` as u8 CHW (a `PadCrop` view's shift and
     /// flip come after normalising, in [`Files::fill`]).
     pub fn cut(&self, i: usize, view: &View, out: &mut [u8]) -> Result<(), Skipped> {
-        let img = self.decode(i)?;
-        let rect = view.rect(img.width, img.height, &self.recipe);
+        let side = self.recipe.side;
+        let mut rect = None;
+        // Only the rows down to the view's last tap (bilinear reaches one output pixel's span
+        // past the region when shrinking, one source pixel when enlarging).
+        let top = decode_top(self.read(i)?, |w, h| {
+            let r = view.rect(w, h, &self.recipe);
+            rect = Some(r);
+            (r.y + r.h + (r.h / side as f32).max(1.0)).ceil() as usize + 1
+        })
+        .map_err(|reason| self.skipped(i, reason))?;
+        let rect = rect.unwrap_or_else(|| view.rect(top.img.width, top.height, &self.recipe));
         let flip = view.flip && view.shift().is_none();
-        resample::crop_resize(&img, rect, self.recipe.side, flip, out);
-        Ok(())
+        resample::crop_resize(&top.img, rect, side, flip, out)
+            .map_err(|reason| self.skipped(i, reason))
     }
 
     /// Sample `i` read and decoded.
     pub fn decode(&self, i: usize) -> Result<Rgb, Skipped> {
-        let path = &self.paths[i];
-        let skipped = |reason: String| Skipped {
-            path: path.clone(),
+        decode_rgb(&self.read(i)?).map_err(|reason| self.skipped(i, reason))
+    }
+
+    fn read(&self, i: usize) -> Result<Vec<u8>, Skipped> {
+        std::fs::read(&self.paths[i]).map_err(|e| self.skipped(i, format!("cannot read: {e}")))
+    }
+
+    fn skipped(&self, i: usize, reason: String) -> Skipped {
+        Skipped {
+            path: self.paths[i].clone(),
             reason,
-        };
-        let bytes = std::fs::read(path).map_err(|e| skipped(format!("cannot read: {e}")))?;
-        decode_rgb(&bytes).map_err(skipped)
+        }
     }
 
     /// The paper's 10 test views of sample `i` (see [`ten_crops`]), normalised by `stats`, one
@@ -109,10 +123,8 @@ impl Files {
     pub fn fill_ten(&self, i: usize, stats: &NormStats, out: &mut [f32]) -> Result<(), Skipped> {
         let img = self.decode(i)?;
         let bytes = 3 * self.recipe.side * self.recipe.side;
-        for (crop, o) in ten_crops(&img, &self.recipe)
-            .iter()
-            .zip(out.chunks_exact_mut(bytes))
-        {
+        let crops = ten_crops(&img, &self.recipe).map_err(|reason| self.skipped(i, reason))?;
+        for (crop, o) in crops.iter().zip(out.chunks_exact_mut(bytes)) {
             stats.apply(crop, o);
         }
         Ok(())
@@ -149,15 +161,15 @@ impl Files {
 /// `recipe.eval_resize`, the four corner crops and the center crop of `recipe.side` (torchvision's
 /// FiveCrop order: top-left, top-right, bottom-left, bottom-right, center), then the same five
 /// flipped horizontally (TenCrop's order). Each is u8 CHW, 3 x side x side.
-pub fn ten_crops(img: &Rgb, recipe: &Recipe) -> Vec<Vec<u8>> {
+pub fn ten_crops(img: &Rgb, recipe: &Recipe) -> Result<Vec<Vec<u8>>, String> {
     let side = recipe.side;
     (0..10)
         .map(|k| {
             let view = View::test(k);
             let mut out = vec![0u8; 3 * side * side];
             let rect = view.rect(img.width, img.height, recipe);
-            resample::crop_resize(img, rect, side, view.flip, &mut out);
-            out
+            resample::crop_resize(img, rect, side, view.flip, &mut out)?;
+            Ok(out)
         })
         .collect()
 }

@@ -22,6 +22,105 @@ const MAX_SIDE: usize = 16_384;
 
 /// Decodes a JPEG or PNG file's bytes; the error says what is wrong, for the warning naming it.
 pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb, String> {
+    decode_any(bytes)
+}
+
+/// An image decoded down to the rows a view needs: `img` may hold fewer rows than the file's
+/// `height`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Top {
+    pub img: Rgb,
+    pub height: usize,
+}
+
+/// Decodes at least the rows `0..rows(width, height)` of an image, each exactly as a whole
+/// decode gives it. A baseline JPEG is decoded only that far, to the end of its row of MCUs, and
+/// one row of MCUs more that is dropped (its chroma is upsampled against the edge, not the rows
+/// below): its frame header's height is lowered, and the decoder stops there. Decoding costs
+/// about its share of the rows, and a random crop rarely reaches the bottom of the image. Other
+/// images (progressive, PNG) are decoded whole.
+pub fn decode_top(
+    mut bytes: Vec<u8>,
+    rows: impl FnOnce(usize, usize) -> usize,
+) -> Result<Top, String> {
+    if let Some(frame) = baseline_frame(&bytes) {
+        let want = rows(frame.width, frame.height).clamp(1, frame.height);
+        let keep = (want.div_ceil(frame.mcu_rows) + 1) * frame.mcu_rows;
+        if keep < frame.height {
+            let at = frame.height_at..frame.height_at + 2;
+            let full: [u8; 2] = bytes[at.clone()].try_into().unwrap_or_default();
+            bytes[at.clone()]
+                .copy_from_slice(&u16::try_from(keep).unwrap_or(u16::MAX).to_be_bytes());
+            match decode_any(&bytes) {
+                Ok(mut img) if img.height == keep => {
+                    // The margin row of MCUs is upsampled against the edge, not the rows below.
+                    img.height = keep - frame.mcu_rows;
+                    img.pixels.truncate(img.height * img.width * 3);
+                    return Ok(Top {
+                        img,
+                        height: frame.height,
+                    });
+                }
+                // Whatever went wrong is for the whole image's decode to say.
+                _ => bytes[at].copy_from_slice(&full),
+            }
+        }
+    }
+    let img = decode_any(&bytes)?;
+    let height = img.height;
+    Ok(Top { img, height })
+}
+
+/// What the partial decode needs of a baseline (or extended sequential, Huffman) JPEG's frame.
+struct Frame {
+    width: usize,
+    height: usize,
+    /// Pixel rows per MCU row (8 x the largest vertical sampling factor).
+    mcu_rows: usize,
+    /// Offset of the frame header's two height bytes.
+    height_at: usize,
+}
+
+/// The frame header of a JPEG coded sequentially with Huffman tables in one pass (SOF0/SOF1),
+/// found by walking the marker segments before the first scan; `None` for anything else
+/// (progressive, arithmetic, a height given later by DNL, a malformed header).
+fn baseline_frame(b: &[u8]) -> Option<Frame> {
+    let mut i = 2;
+    loop {
+        let (&ff, &marker) = (b.get(i)?, b.get(i + 1)?);
+        if ff != 0xff {
+            return None;
+        }
+        if marker == 0xff {
+            i += 1; // fill byte
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
+        match marker {
+            0xc0 | 0xc1 => {
+                let seg = b.get(i + 4..i + 2 + len)?;
+                let height = usize::from(u16::from_be_bytes([seg[1], seg[2]]));
+                let width = usize::from(u16::from_be_bytes([seg[3], seg[4]]));
+                let comps = usize::from(*seg.get(5)?);
+                let vmax = (0..comps)
+                    .map(|k| seg.get(6 + 3 * k + 1).map(|s| usize::from(s & 0x0f)))
+                    .try_fold(1, |m, v| v.map(|v| m.max(v)))?;
+                return (height > 0 && width > 0 && (1..=4).contains(&vmax)).then_some(Frame {
+                    width,
+                    height,
+                    mcu_rows: 8 * vmax,
+                    height_at: i + 5,
+                });
+            }
+            // Any other frame type, or a scan before a frame.
+            0xc2..=0xcf if marker != 0xc4 && marker != 0xc8 && marker != 0xcc => return None,
+            0xda | 0xd9 => return None,
+            _ => i += 2 + len,
+        }
+    }
+}
+
+fn decode_any(bytes: &[u8]) -> Result<Rgb, String> {
     let options = DecoderOptions::default()
         .set_max_width(MAX_SIDE)
         .set_max_height(MAX_SIDE);
