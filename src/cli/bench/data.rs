@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use super::{BenchArgs, child};
 use crate::data::{
-    Dataset, NormStats, Normalize, Recipe, Source, TrainCrop, bench_pipeline, bench_workers,
-    encode_jpeg, load, scan_folder,
+    NormStats, Normalize, Recipe, Source, TrainCrop, bench_pipeline, bench_workers, encode_jpeg,
+    load, scan_folder,
 };
 
 /// The data side: how fast the embedded data is made, and how many training images per second
@@ -95,15 +95,6 @@ fn write_jpegs(root: &Path, count: usize) -> anyhow::Result<f64> {
     Ok(bytes as f64 / count.max(1) as f64)
 }
 
-/// One worker's training and evaluation images/s on an image folder.
-fn folder_rates(train: &Dataset, batch: usize) -> (f64, f64) {
-    let stats = NormStats::compute(&Normalize::PerPixelMean, train);
-    let train_rate = bench_pipeline(train, &stats, batch, 3.0);
-    // The evaluation view: a training loader without augmentation gives the center crops.
-    let eval_rate = crate::data::bench_views(train, &stats, batch, 3.0);
-    (train_rate, eval_rate)
-}
-
 fn bench_jpegs(args: &BenchArgs) -> anyhow::Result<()> {
     let temp;
     let root: PathBuf = match &args.jpeg_dir {
@@ -143,12 +134,19 @@ fn bench_jpegs(args: &BenchArgs) -> anyhow::Result<()> {
             ..Recipe::default()
         };
         let found = scan_folder(&root, &recipe)?;
-        let (train, eval) = folder_rates(&found.train, batch);
-        println!("one loader worker, {name}: {train:.0} images/s");
-        println!(
-            "one loader worker, center 224 crop of the image resized to 256: {eval:.0} images/s"
-        );
+        let stats = NormStats::compute(&Normalize::PerPixelMean, &found.train);
+        let rate = bench_pipeline(&found.train, &stats, batch, 3.0);
+        println!("one loader worker, {name}: {rate:.0} images/s");
     }
+    // The evaluation view: a loader without augmentation gives the center crops.
+    let recipe = Recipe {
+        stats_images: 64,
+        ..Recipe::default()
+    };
+    let found = scan_folder(&root, &recipe)?;
+    let stats = NormStats::compute(&Normalize::PerPixelMean, &found.train);
+    let rate = crate::data::bench_views(&found.train, &stats, batch, 3.0);
+    println!("one loader worker, center 224 crop of the image resized to 256: {rate:.0} images/s");
     worker_scaling(&root, batch)
 }
 
