@@ -3,7 +3,10 @@
 //! dozens of activation-sized outputs of a training step showed up as ~5% of its time. The
 //! buffers come back from our own temporaries and saved activations when they are dropped.
 
+use std::mem::MaybeUninit;
 use std::sync::Mutex;
+
+use rayon::prelude::*;
 
 /// At most this many floats wait in the pool (1 GiB); beyond it buffers go back to malloc.
 const MAX_POOLED: usize = 1 << 28;
@@ -26,8 +29,28 @@ pub(crate) fn take(len: usize) -> Vec<f32> {
             v.resize(len, 0.0);
             v
         }
-        None => vec![0.0; len],
+        None => zeroed(len),
     }
+}
+
+/// Below this many floats a fresh buffer is zeroed by the calling thread alone.
+const PARALLEL_ZEROING: usize = 1 << 18;
+
+/// A fresh zeroed buffer. A large one (an evaluation batch's activations are 32 MB) is zeroed
+/// by the compute pool's threads together: a buffer that becomes a candle tensor never comes
+/// back to the pool, so every step or evaluation batch makes its outputs anew, and zeroing them
+/// on the one thread that drives the pass kept the others waiting.
+fn zeroed(len: usize) -> Vec<f32> {
+    if len < PARALLEL_ZEROING {
+        return vec![0.0; len];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(1 << 16)
+        .for_each(|c| c.fill(MaybeUninit::new(0.0)));
+    // SAFETY: the capacity is at least `len` and its first `len` floats were all just written.
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// Returns a buffer to the pool.
@@ -39,6 +62,22 @@ pub(crate) fn give(v: Vec<f32>) {
         let held: usize = pool.iter().map(Vec::capacity).sum();
         if held + v.capacity() <= MAX_POOLED {
             pool.push(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_buffer_zeroed_in_parallel_is_zero_to_its_last_float() {
+        for len in [PARALLEL_ZEROING, 3 * PARALLEL_ZEROING + 17] {
+            // Likely handed the same memory again: it must not keep these sevens.
+            drop(vec![7.0f32; len]);
+            let v = zeroed(len);
+            assert_eq!(v.len(), len);
+            assert!(v.iter().all(|&x| x == 0.0), "len {len}");
         }
     }
 }
