@@ -207,92 +207,75 @@ unsafe fn tile512(
     }
 }
 
-/// [`kernel`] at 512 bits: M pairs × N vectors of 16 output channels.
-///
-/// # Safety
-/// As [`kernel`], with AVX-512F present and 16-float vectors.
-#[target_feature(enable = "avx512f")]
-unsafe fn kernel512<const M: usize, const N: usize>(
-    (xs, wp, ho, wo): Src,
-    offs: &[usize],
-    (dyt, stride): (*const f32, usize),
-    (sums, sum_stride): (*mut f32, usize),
-) {
-    let mut acc = [[_mm512_setzero_ps(); N]; M];
-    let mut src = [xs; M];
-    for (s, &off) in src.iter_mut().zip(offs) {
-        // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
-        *s = unsafe { xs.add(off) };
-    }
-    let mut d = dyt;
-    for oy in 0..ho {
-        let row = oy * wp;
-        for ox in row..row + wo {
-            let mut dv = [_mm512_setzero_ps(); N];
-            for (v, dv) in dv.iter_mut().enumerate() {
-                *dv = unsafe { _mm512_loadu_ps(d.add(v * W)) };
+/// Defines a weight-gradient tile kernel for one vector width (the AVX2 and AVX-512 versions
+/// differ only in their intrinsics): M (channel, tap) pairs × N vectors of `$lanes` output
+/// channels, summed over every pixel and added to `sums`.
+macro_rules! weight_tile {
+    ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:expr,
+     $zero:ident, $load:ident, $store:ident, $add:ident, $fma:ident, $splat:ident) => {
+        $(#[$doc])*
+        #[target_feature(enable = $feature)]
+        unsafe fn $name<const M: usize, const N: usize>(
+            (xs, wp, ho, wo): Src,
+            offs: &[usize],
+            (dyt, stride): (*const f32, usize),
+            (sums, sum_stride): (*mut f32, usize),
+        ) {
+            let mut acc = [[$zero(); N]; M];
+            let mut src = [xs; M];
+            for (s, &off) in src.iter_mut().zip(offs) {
+                // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
+                *s = unsafe { xs.add(off) };
             }
-            for (m, acc) in acc.iter_mut().enumerate() {
-                let xb = _mm512_set1_ps(unsafe { *src[m].add(ox) });
-                for v in 0..N {
-                    acc[v] = _mm512_fmadd_ps(xb, dv[v], acc[v]);
+            let mut d = dyt;
+            for oy in 0..ho {
+                let row = oy * wp;
+                for ox in row..row + wo {
+                    let mut dv = [$zero(); N];
+                    for (v, dv) in dv.iter_mut().enumerate() {
+                        *dv = unsafe { $load(d.add(v * $lanes)) };
+                    }
+                    for (m, acc) in acc.iter_mut().enumerate() {
+                        let xb = $splat(unsafe { *src[m].add(ox) });
+                        for v in 0..N {
+                            acc[v] = $fma(xb, dv[v], acc[v]);
+                        }
+                    }
+                    d = unsafe { d.add(stride) };
                 }
             }
-            d = unsafe { d.add(stride) };
+            for (m, acc) in acc.iter().enumerate() {
+                for (v, &a) in acc.iter().enumerate() {
+                    let at = unsafe { sums.add(m * sum_stride + v * $lanes) };
+                    unsafe { $store(at, $add($load(at), a)) };
+                }
+            }
         }
-    }
-    for (m, acc) in acc.iter().enumerate() {
-        for (v, &a) in acc.iter().enumerate() {
-            let at = unsafe { sums.add(m * sum_stride + v * W) };
-            unsafe { _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), a)) };
-        }
-    }
+    };
 }
 
-/// One tile: M (channel, tap) pairs × N vectors of output channels, summed over every pixel
-/// and added to `sums`.
-///
-/// # Safety
-/// AVX2 and FMA present; for every pair offset `off`, `xs[off + oy·wp + ox]` is in bounds for
-/// all oy < ho, ox < wo; `dyt` holds `ho·wo` rows of `stride` floats, of which the first `8·N`
-/// are read; `sums` holds M rows of `sum_stride` floats, of which the first `8·N` are updated.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn kernel<const M: usize, const N: usize>(
-    (xs, wp, ho, wo): Src,
-    offs: &[usize],
-    (dyt, stride): (*const f32, usize),
-    (sums, sum_stride): (*mut f32, usize),
-) {
-    let mut acc = [[_mm256_setzero_ps(); N]; M];
-    let mut src = [xs; M];
-    for (s, &off) in src.iter_mut().zip(offs) {
-        // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
-        *s = unsafe { xs.add(off) };
-    }
-    let mut d = dyt;
-    for oy in 0..ho {
-        let row = oy * wp;
-        for ox in row..row + wo {
-            let mut dv = [_mm256_setzero_ps(); N];
-            for (v, dv) in dv.iter_mut().enumerate() {
-                *dv = unsafe { _mm256_loadu_ps(d.add(v * V)) };
-            }
-            for (m, acc) in acc.iter_mut().enumerate() {
-                let xb = unsafe { _mm256_broadcast_ss(&*src[m].add(ox)) };
-                for v in 0..N {
-                    acc[v] = _mm256_fmadd_ps(xb, dv[v], acc[v]);
-                }
-            }
-            d = unsafe { d.add(stride) };
-        }
-    }
-    for (m, acc) in acc.iter().enumerate() {
-        for (v, &a) in acc.iter().enumerate() {
-            let at = unsafe { sums.add(m * sum_stride + v * V) };
-            unsafe { _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), a)) };
-        }
-    }
-}
+weight_tile!(
+    /// One tile at 256 bits.
+    ///
+    /// # Safety
+    /// AVX2 and FMA present; for every pair offset `off`, `xs[off + oy·wp + ox]` is in bounds
+    /// for all oy < ho, ox < wo; `dyt` holds `ho·wo` rows of `stride` floats, of which the first
+    /// `8·N` are read; `sums` holds M rows of `sum_stride` floats, of which the first `8·N` are
+    /// updated.
+    kernel, "avx2,fma", V,
+    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_fmadd_ps,
+    _mm256_set1_ps
+);
+
+weight_tile!(
+    /// [`kernel`] at 512 bits: M pairs × N vectors of 16 output channels.
+    ///
+    /// # Safety
+    /// As [`kernel`], with AVX-512F present and 16-float vectors.
+    kernel512, "avx512f", W,
+    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_add_ps, _mm512_fmadd_ps,
+    _mm512_set1_ps
+);
 
 /// The direct kernels against a plain loop, on every CPU with AVX2 (the dispatch uses them only
 /// where AVX-512 is absent, so this is what tests them on AVX-512 machines).
