@@ -85,9 +85,7 @@ impl Plan<'_> {
         let picks = &perm[from..to];
         let bytes = self.data.image_bytes();
         let mut b = Batch {
-            // Grown one image at a time: zeroing the whole batch up front (19 MB at 224x224)
-            // would stream it through memory once more before the images are written.
-            images: Vec::with_capacity(picks.len() * bytes),
+            images: vec![0.0; picks.len() * bytes],
             labels: Vec::with_capacity(picks.len()),
             epoch,
             index,
@@ -97,8 +95,7 @@ impl Plan<'_> {
         let mut scratch = vec![0f32; bytes];
         let mut kept = 0;
         for &i in picks {
-            b.images.resize((kept + 1) * bytes, 0.0);
-            let out = &mut b.images[kept * bytes..];
+            let out = &mut b.images[kept * bytes..(kept + 1) * bytes];
             let filled = if let Some(files) = &self.data.files {
                 let view = if self.augment {
                     View::train(self.seed, epoch, u64::from(i), &files.recipe)

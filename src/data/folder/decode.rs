@@ -20,11 +20,6 @@ pub struct Rgb {
 /// Larger images are refused rather than allocated (a corrupt header can claim anything).
 const MAX_SIDE: usize = 16_384;
 
-/// Decodes a JPEG or PNG file's bytes; the error says what is wrong, for the warning naming it.
-pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb, String> {
-    decode_any(bytes)
-}
-
 /// An image decoded down to the rows a view needs: `img` may hold fewer rows than the file's
 /// `height`.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +46,7 @@ pub fn decode_top(
             let full: [u8; 2] = bytes[at.clone()].try_into().unwrap_or_default();
             bytes[at.clone()]
                 .copy_from_slice(&u16::try_from(keep).unwrap_or(u16::MAX).to_be_bytes());
-            match decode_any(&bytes) {
+            match decode_rgb(&bytes) {
                 Ok(mut img) if img.height == keep => {
                     // The margin row of MCUs is upsampled against the edge, not the rows below.
                     img.height = keep - frame.mcu_rows;
@@ -66,7 +61,7 @@ pub fn decode_top(
             }
         }
     }
-    let img = decode_any(&bytes)?;
+    let img = decode_rgb(&bytes)?;
     let height = img.height;
     Ok(Top { img, height })
 }
@@ -112,6 +107,11 @@ fn baseline_frame(b: &[u8]) -> Option<Frame> {
                     height_at: i + 5,
                 });
             }
+            // Markers that stand alone, without a length.
+            0x01 | 0xd0..=0xd7 => {
+                i += 2;
+                continue;
+            }
             // Any other frame type, or a scan before a frame.
             0xc2..=0xcf if marker != 0xc4 && marker != 0xc8 && marker != 0xcc => return None,
             0xda | 0xd9 => return None,
@@ -120,7 +120,8 @@ fn baseline_frame(b: &[u8]) -> Option<Frame> {
     }
 }
 
-fn decode_any(bytes: &[u8]) -> Result<Rgb, String> {
+/// Decodes a JPEG or PNG file's bytes; the error says what is wrong, for the warning naming it.
+pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb, String> {
     let options = DecoderOptions::default()
         .set_max_width(MAX_SIDE)
         .set_max_height(MAX_SIDE);
