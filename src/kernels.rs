@@ -9,6 +9,7 @@
 mod batchnorm;
 mod block;
 mod block_eval;
+mod block_run;
 #[cfg(target_arch = "x86_64")]
 mod channel_grad;
 mod conv;
@@ -35,6 +36,7 @@ use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor, ba
 pub use batchnorm::batch_norm_train;
 pub use block::{BasicBlockParams, BlockShortcut, BlockStats, basic_block_train};
 pub use block_eval::{BasicBlockEval, basic_block_eval};
+pub use block_run::{RunBlock, basic_blocks_train};
 pub use conv::{ConvGeometry, conv2d, conv2d_backward};
 pub use eltwise::{add_relu, shortcut_a};
 pub use fused::{BatchNormEval, conv2d_batch_norm_eval, conv2d_batch_norm_train};

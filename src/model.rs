@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::Init;
 
-use crate::ops::Backend;
+use crate::ops::{self, Backend};
 use block::{Block, ConvBn, Initializer, Linear, Role, Visitor};
 use plan::{ConvPlan, Plan};
 
@@ -129,8 +129,23 @@ impl Net {
         if self.max_pool {
             x = block::max_pool_3x3_s2(&x)?;
         }
-        for block in &self.blocks {
-            x = block.forward_t(&x, train, self.backend)?;
+        // In training, consecutive basic blocks run as one op (see ops::basic_blocks_train).
+        let mut blocks = &self.blocks[..];
+        while let Some(first) = blocks.first() {
+            let run: Vec<_> = match train {
+                true => blocks.iter().map_while(Block::run_block).collect(),
+                false => Vec::new(),
+            };
+            if run.is_empty() {
+                x = first.forward_t(&x, train, self.backend)?;
+                blocks = &blocks[1..];
+                continue;
+            }
+            let (y, stats) = ops::basic_blocks_train(&x, &run, block::BN_EPS, self.backend)?;
+            for (block, (stats, count)) in blocks.iter().zip(&stats) {
+                block.update_running(stats, *count)?;
+            }
+            (x, blocks) = (y, &blocks[run.len()..]);
         }
         self.head.forward_t(&x.mean((2, 3))?, train)
     }

@@ -6,7 +6,7 @@ use crate::kernels;
 use candle_core::{D, Result, Tensor};
 
 pub use crate::kernels::{
-    BasicBlockEval, BasicBlockParams, BatchNormEval, BlockShortcut, BlockStats,
+    BasicBlockEval, BasicBlockParams, BatchNormEval, BlockShortcut, BlockStats, RunBlock,
 };
 
 /// Which implementation of the hot ops to use on CPU.
@@ -153,6 +153,30 @@ pub fn basic_block_train(
         BlockShortcut::PadA => add_relu(&z, &shortcut_a(x, z.dim(1)?, backend)?, backend)?,
     };
     Ok((y, [(m1, v1), (m2, v2)]))
+}
+
+/// [`basic_block_train`] on each of `blocks` in turn; on the custom path the whole run is one
+/// op (bit-identical results, no gradient glue between the blocks). Returns the last output and
+/// every block's batch statistics with the number of values per channel they were taken over.
+pub fn basic_blocks_train(
+    x: &Tensor,
+    blocks: &[RunBlock],
+    eps: f64,
+    backend: Backend,
+) -> Result<(Tensor, Vec<(BlockStats, usize)>)> {
+    let square = |w: &Tensor| matches!(w.dims(), [_, _, kh, kw] if kh == kw);
+    let convs = || blocks.iter().flat_map(|b| [b.params.conv1, b.params.conv2]);
+    if backend.custom_for(x) && convs().all(square) {
+        return kernels::basic_blocks_train(x, blocks, eps);
+    }
+    let mut y = x.clone();
+    let mut stats = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        let (out, s) = basic_block_train(&y, &b.params, b.stride, b.shortcut, eps, backend)?;
+        stats.push((s, out.elem_count() / out.dim(1)?.max(1)));
+        y = out;
+    }
+    Ok((y, stats))
 }
 
 /// One basic residual block in evaluation mode (running statistics); on the custom path one

@@ -168,3 +168,131 @@ fn fused_basic_block_in_evaluation_matches_stock_ops_for_every_shortcut() -> Res
     }
     Ok(())
 }
+
+/// A chain of blocks: (input channels, output channels, stride, shortcut) each.
+type Chain = [(usize, usize, usize, BlockShortcut)];
+
+/// The parameters of a chain of blocks (input channels, output channels, stride, shortcut),
+/// each block's six tensors from its own seeds.
+fn chain_vars(chain: &Chain) -> Result<Vec<[Var; 6]>> {
+    (chain.iter().enumerate())
+        .map(|(i, &(ci, co, _, _))| {
+            let s = 10 * i as u64 + 2;
+            Ok([
+                var(&[co, ci, 3, 3], s)?,
+                var(&[co], s + 1)?,
+                var(&[co], s + 2)?,
+                var(&[co, co, 3, 3], s + 3)?,
+                var(&[co], s + 4)?,
+                var(&[co], s + 5)?,
+            ])
+        })
+        .collect()
+}
+
+fn params(v: &[Var; 6]) -> BasicBlockParams<'_> {
+    BasicBlockParams {
+        conv1: v[0].as_tensor(),
+        gamma1: v[1].as_tensor(),
+        beta1: v[2].as_tensor(),
+        conv2: v[3].as_tensor(),
+        gamma2: v[4].as_tensor(),
+        beta2: v[5].as_tensor(),
+    }
+}
+
+/// Output, every block's statistics and count, dx and every parameter gradient, as flat
+/// vectors: the chain run as one op (`as_run`) or block by block.
+fn chain(dims: [usize; 4], chain: &Chain, as_run: bool) -> Result<Vec<Vec<f32>>> {
+    let x = var(&dims, 1)?;
+    let vars = chain_vars(chain)?;
+    let (y, stats) = if as_run {
+        let run: Vec<ops::RunBlock> = (vars.iter().zip(chain))
+            .map(|(v, &(_, _, stride, shortcut))| ops::RunBlock {
+                params: params(v),
+                stride,
+                shortcut,
+            })
+            .collect();
+        ops::basic_blocks_train(x.as_tensor(), &run, 1e-5, Backend::Custom)?
+    } else {
+        let (mut y, mut stats) = (x.as_tensor().clone(), Vec::new());
+        for (v, &(_, _, stride, sc)) in vars.iter().zip(chain) {
+            let (out, s) =
+                ops::basic_block_train(&y, &params(v), stride, sc, 1e-5, Backend::Custom)?;
+            stats.push((s, out.elem_count() / out.dim(1)?));
+            y = out;
+        }
+        (y, stats)
+    };
+    let r = Tensor::from_vec(values(y.elem_count(), 9), y.dims(), &Device::Cpu)?;
+    let grads = (&y * &r)?.sum_all()?.backward()?;
+    let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+    let mut out = vec![flat(&y)?];
+    for ([(m1, v1), (m2, v2)], count) in &stats {
+        out.extend([
+            flat(m1)?,
+            flat(v1)?,
+            flat(m2)?,
+            flat(v2)?,
+            vec![*count as f32],
+        ]);
+    }
+    out.push(flat(grads.get(x.as_tensor()).expect("dx"))?);
+    for v in vars.iter().flatten() {
+        out.push(flat(grads.get(v.as_tensor()).expect("parameter gradient"))?);
+    }
+    Ok(out)
+}
+
+#[test]
+fn a_run_of_blocks_as_one_op_is_bit_identical_to_the_blocks_one_by_one() -> Result<()> {
+    use BlockShortcut::{Identity, None, PadA};
+    // A CIFAR stage change in the middle (option A), a plain block, and a width the AVX-512
+    // kernels take (16 x 16) next to one they do not (5 x 5 after two halvings).
+    let cases: [([usize; 4], &Chain); 2] = [
+        (
+            [3, 8, 16, 16],
+            &[
+                (8, 8, 1, Identity),
+                (8, 16, 2, PadA),
+                (16, 16, 1, Identity),
+                (16, 16, 1, None),
+            ],
+        ),
+        (
+            [2, 4, 10, 10],
+            &[(4, 8, 2, PadA), (8, 8, 1, None), (8, 12, 2, PadA)],
+        ),
+    ];
+    for (dims, blocks) in cases {
+        let run = chain(dims, blocks, true)?;
+        let one_by_one = chain(dims, blocks, false)?;
+        assert_eq!(run.len(), one_by_one.len());
+        for (i, (a, b)) in run.iter().zip(&one_by_one).enumerate() {
+            assert!(a == b, "{dims:?} {blocks:?}: result {i} differs");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_run_of_blocks_names_the_block_whose_shapes_do_not_chain() -> Result<()> {
+    use BlockShortcut::Identity;
+    let vars = chain_vars(&[(8, 8, 1, Identity), (16, 16, 1, Identity)])?;
+    let run: Vec<ops::RunBlock> = (vars.iter())
+        .map(|v| ops::RunBlock {
+            params: params(v),
+            stride: 1,
+            shortcut: Identity,
+        })
+        .collect();
+    let x = var(&[2, 8, 8, 8], 1)?;
+    let err = ops::basic_blocks_train(x.as_tensor(), &run, 1e-5, Backend::Custom)
+        .expect_err("8 channels into a block of 16");
+    assert!(format!("{err:#}").contains("block 1 of the run"), "{err:#}");
+    let err =
+        ops::basic_blocks_train(x.as_tensor(), &[], 1e-5, Backend::Custom).expect_err("no blocks");
+    assert!(err.to_string().contains("no blocks"), "{err}");
+    Ok(())
+}

@@ -38,7 +38,7 @@ pub struct BasicBlockParams<'a> {
 /// The batch mean and biased variance of the block's two batch norms (detached).
 pub type BlockStats = [(Tensor, Tensor); 2];
 
-struct BlockSaved {
+pub(crate) struct BlockSaved {
     z1: Vec<f32>,
     y1: Vec<f32>,
     z2: Vec<f32>,
@@ -54,11 +54,17 @@ impl Drop for BlockSaved {
     }
 }
 
-struct BasicBlock {
+/// A basic block's sizes and kind: what its forward and backward passes need besides the data.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlockShape {
     g1: ConvGeometry,
     g2: ConvGeometry,
     shortcut: BlockShortcut,
     eps: f64,
+}
+
+struct BasicBlock {
+    shape: BlockShape,
     saved: Arc<OnceLock<BlockSaved>>,
 }
 
@@ -71,54 +77,49 @@ pub fn basic_block_train(
     shortcut: BlockShortcut,
     eps: f64,
 ) -> Result<(Tensor, BlockStats)> {
-    let (g1, g2) = geometry(x, p.conv1, p.conv2, stride, shortcut)?;
-    let params = [
-        ("gamma1", p.gamma1),
-        ("beta1", p.beta1),
-        ("gamma2", p.gamma2),
-        ("beta2", p.beta2),
-    ];
-    for (name, t) in params {
-        if t.dims() != [g1.co] {
-            bail!(
-                "basic_block_train: {name} must have shape ({},), got {:?}",
-                g1.co,
-                t.dims()
-            )
-        }
-    }
+    let shape = BlockShape::new(x.dims(), p, stride, shortcut, eps)?;
     // All parameters travel as one flat argument: candle's custom ops take at most three.
-    let flat = [p.conv1.flatten_all()?, p.gamma1.clone(), p.beta1.clone()];
-    let flat2 = [p.conv2.flatten_all()?, p.gamma2.clone(), p.beta2.clone()];
-    let params = Tensor::cat(
-        &[
-            &flat[0], &flat[1], &flat[2], &flat2[0], &flat2[1], &flat2[2],
-        ],
-        0,
-    )?;
+    let params = Tensor::cat(&p.flat()?, 0)?;
     let saved = Arc::new(OnceLock::new());
     let op = BasicBlock {
-        g1,
-        g2,
-        shortcut,
-        eps,
+        shape,
         saved: saved.clone(),
     };
     let y = x.contiguous()?.apply_op2(&params, op)?;
     let Some(s) = saved.get() else {
         bail!("basic_block_train: the forward pass left no statistics")
     };
-    let stat = |v: &Vec<f32>| cpu_tensor(v.clone(), &[g1.co]);
-    let stats = [
-        (stat(&s.bn1.mean)?, stat(&s.bn1.var)?),
-        (stat(&s.bn2.mean)?, stat(&s.bn2.var)?),
-    ];
-    Ok((y, stats))
+    Ok((y, s.stats()?))
+}
+
+impl BasicBlockParams<'_> {
+    /// The parameters flattened, in the order of [`BlockShape::offsets`].
+    pub(crate) fn flat(&self) -> Result<[Tensor; 6]> {
+        Ok([
+            self.conv1.flatten_all()?,
+            self.gamma1.clone(),
+            self.beta1.clone(),
+            self.conv2.flatten_all()?,
+            self.gamma2.clone(),
+            self.beta2.clone(),
+        ])
+    }
+}
+
+impl BlockSaved {
+    /// The batch statistics of both batch norms, as tensors.
+    pub(crate) fn stats(&self) -> Result<BlockStats> {
+        let stat = |v: &Vec<f32>| cpu_tensor(v.clone(), &[v.len()]);
+        Ok([
+            (stat(&self.bn1.mean)?, stat(&self.bn1.var)?),
+            (stat(&self.bn2.mean)?, stat(&self.bn2.var)?),
+        ])
+    }
 }
 
 /// The two convolutions' sizes, checked against each other and against the shortcut.
 pub(crate) fn geometry(
-    x: &Tensor,
+    x: &[usize],
     conv1: &Tensor,
     conv2: &Tensor,
     stride: usize,
@@ -126,7 +127,7 @@ pub(crate) fn geometry(
 ) -> Result<(ConvGeometry, ConvGeometry)> {
     let what = "basic block";
     let pad = |w: &Tensor| w.dim(3).map(|k| k / 2);
-    let g1 = ConvGeometry::new(x.dims(), conv1.dims(), stride, pad(conv1)?)?;
+    let g1 = ConvGeometry::new(x, conv1.dims(), stride, pad(conv1)?)?;
     let g2 = ConvGeometry::new(&[g1.n, g1.co, g1.ho, g1.wo], conv2.dims(), 1, pad(conv2)?)?;
     if g2.co != g1.co || (g2.ho, g2.wo) != (g1.ho, g1.wo) {
         bail!(
@@ -137,25 +138,58 @@ pub(crate) fn geometry(
     let out = [g1.n, g1.co, g1.ho, g1.wo];
     let halved = (g1.h.div_ceil(2), g1.w.div_ceil(2)) == (g1.ho, g1.wo);
     match shortcut {
-        BlockShortcut::Identity if x.dims() != out => {
-            bail!(
-                "{what}: identity shortcut needs the output shape {out:?}, input is {:?}",
-                x.dims()
-            )
+        BlockShortcut::Identity if x != out => {
+            bail!("{what}: identity shortcut needs the output shape {out:?}, input is {x:?}")
         }
         BlockShortcut::PadA if g1.co < g1.ci || !halved => {
-            bail!(
-                "{what}: option-A shortcut cannot map {:?} to {out:?}",
-                x.dims()
-            )
+            bail!("{what}: option-A shortcut cannot map {x:?} to {out:?}")
         }
         _ => Ok((g1, g2)),
     }
 }
 
-impl BasicBlock {
+impl BlockShape {
+    /// The block [`basic_block_train`] runs on an input of dimensions `x` with these
+    /// parameters, checked against each other.
+    pub(crate) fn new(
+        x: &[usize],
+        p: &BasicBlockParams,
+        stride: usize,
+        shortcut: BlockShortcut,
+        eps: f64,
+    ) -> Result<Self> {
+        let (g1, g2) = geometry(x, p.conv1, p.conv2, stride, shortcut)?;
+        let params = [
+            ("gamma1", p.gamma1),
+            ("beta1", p.beta1),
+            ("gamma2", p.gamma2),
+            ("beta2", p.beta2),
+        ];
+        for (name, t) in params {
+            if t.dims() != [g1.co] {
+                bail!(
+                    "basic_block_train: {name} must have shape ({},), got {:?}",
+                    g1.co,
+                    t.dims()
+                )
+            }
+        }
+        Ok(BlockShape {
+            g1,
+            g2,
+            shortcut,
+            eps,
+        })
+    }
+
+    /// The output's dimensions (N, C, H, W).
+    pub(crate) fn out_dims(&self) -> [usize; 4] {
+        let g = &self.g1;
+        [g.n, g.co, g.ho, g.wo]
+    }
+
     /// The offsets of conv1, γ1, β1, conv2, γ2, β2 in the flat parameter vector.
-    fn offsets(&self) -> [usize; 7] {
+    pub(crate) fn offsets(&self) -> [usize; 7] {
         let (c, w1, w2) = (
             self.g1.co,
             self.g1.co * self.g1.k(),
@@ -172,26 +206,9 @@ impl BasicBlock {
         ]
     }
 
-    fn shortcut_a(&self) -> ShortcutA {
-        let g = &self.g1;
-        ShortcutA::new((g.n, g.ci, g.h, g.w), g.co)
-    }
-}
-
-impl CustomOp2 for BasicBlock {
-    fn name(&self) -> &'static str {
-        "resnet-basic-block-train"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let what = "basic_block_train";
-        let (x, p) = (cpu_f32(s1, l1, what)?, cpu_f32(s2, l2, what)?);
+    /// The forward pass on `x` (N × Ci × H × W) with the flat parameters `p`: the output and
+    /// what the backward pass needs.
+    pub(crate) fn forward(&self, x: &[f32], p: &[f32]) -> (Vec<f32>, BlockSaved) {
         let o = self.offsets();
         let (g1, g2) = (&self.g1, &self.g2);
         let dims = (g1.n, g1.co, g1.ho * g1.wo);
@@ -220,54 +237,44 @@ impl CustomOp2 for BasicBlock {
                 batchnorm::forward_add_relu(&z2, st2, gamma2, beta2, self.eps, &r, dims)
             }
         };
-        if self
-            .saved
-            .set(BlockSaved {
-                z1,
-                y1,
-                z2,
-                bn1,
-                bn2,
-            })
-            .is_err()
-        {
-            bail!("{what}: a custom op instance ran its forward pass twice")
-        }
-        Ok((CpuStorage::F32(y), Shape::from((g1.n, g1.co, g1.ho, g1.wo))))
+        let saved = BlockSaved {
+            z1,
+            y1,
+            z2,
+            bn1,
+            bn2,
+        };
+        (y, saved)
     }
 
-    fn bwd(
+    /// The backward pass of [`BlockShape::forward`] on `x` with parameters `p`, which gave `y`
+    /// and `saved`, for the output gradient `dy`: the input gradient (when `need_dx`) and the
+    /// flat parameter gradient.
+    pub(crate) fn backward(
         &self,
-        x: &Tensor,
-        params: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let what = "basic_block_train backward";
-        let Some(s) = self.saved.get() else {
-            bail!("{what}: nothing saved by the forward pass")
-        };
+        s: &BlockSaved,
+        x: &[f32],
+        p: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        need_dx: bool,
+    ) -> (Option<Vec<f32>>, Vec<f32>) {
         let (g1, g2, o) = (&self.g1, &self.g2, self.offsets());
         let dims = (g1.n, g1.co, g1.ho * g1.wo);
-        let p = with_f32(params, what, |p| Ok(p.to_vec()))?;
         let (hw, out_len) = (dims.2, g1.co * dims.2);
         // The gradient at the output of the last ReLU, shared by the shortcut and the main path,
         // with the second batch norm's per-plane sums taken while each image is in cache.
-        let (g, sums2) = with_f32(grad, what, |dy| {
-            with_f32(res, what, |y| {
-                let mut g = pool::take(dy.len());
-                let sums: Vec<Vec<[f64; 2]>> = g
-                    .par_chunks_mut(out_len.max(1))
-                    .enumerate()
-                    .map(|(i, gi)| {
-                        let at = i * out_len;
-                        simd::relu_grad(&dy[at..at + out_len], &y[at..at + out_len], gi);
-                        batchnorm::image_grad_sums(i, gi, &s.z2, &s.z2, &s.bn2, false, hw)
-                    })
-                    .collect();
-                Ok((g, sums.concat()))
+        let mut g = pool::take(dy.len());
+        let sums2: Vec<Vec<[f64; 2]>> = g
+            .par_chunks_mut(out_len.max(1))
+            .enumerate()
+            .map(|(i, gi)| {
+                let at = i * out_len;
+                simd::relu_grad(&dy[at..at + out_len], &y[at..at + out_len], gi);
+                batchnorm::image_grad_sums(i, gi, &s.z2, &s.z2, &s.bn2, false, hw)
             })
-        })?;
+            .collect();
+        let sums2 = sums2.concat();
         let (gamma1, gamma2) = (&p[o[1]..o[2]], &p[o[4]..o[5]]);
         let (dz2, dgamma2, dbeta2) =
             batchnorm::backward_with(&s.z2, &s.z2, &g, gamma2, &s.bn2, false, dims, Some(&sums2));
@@ -280,29 +287,74 @@ impl CustomOp2 for BasicBlock {
         let (dz1, dgamma1, dbeta1) =
             batchnorm::backward_with(&s.z1, &s.y1, &dy1, gamma1, &s.bn1, true, dims, Some(&sums1));
         pool::give(dy1);
-        let (dx, dw1) = with_f32(x, what, |xs| {
-            let dw1 = conv::backward_weight(xs, &dz1, g1);
-            let dx = x.track_op().then(|| {
-                let mut dx = conv::backward_input(&dz1, &p[o[0]..o[1]], g1);
-                match self.shortcut {
-                    BlockShortcut::None => {}
-                    BlockShortcut::Identity => {
-                        dx.par_chunks_mut(1 << 14)
-                            .zip(g.par_chunks(1 << 14))
-                            .for_each(|(d, g)| {
-                                d.iter_mut().zip(g).for_each(|(d, g)| *d += g);
-                            });
-                    }
-                    BlockShortcut::PadA => self.shortcut_a().backward_add(&g, &mut dx),
+        let dw1 = conv::backward_weight(x, &dz1, g1);
+        let dx = need_dx.then(|| {
+            let mut dx = conv::backward_input(&dz1, &p[o[0]..o[1]], g1);
+            match self.shortcut {
+                BlockShortcut::None => {}
+                BlockShortcut::Identity => {
+                    dx.par_chunks_mut(1 << 14)
+                        .zip(g.par_chunks(1 << 14))
+                        .for_each(|(d, g)| {
+                            d.iter_mut().zip(g).for_each(|(d, g)| *d += g);
+                        });
                 }
-                dx
-            });
-            Ok((dx, dw1))
-        })?;
+                BlockShortcut::PadA => self.shortcut_a().backward_add(&g, &mut dx),
+            }
+            dx
+        });
         pool::give(dz1);
         pool::give(g);
+        (dx, [dw1, dgamma1, dbeta1, dw2, dgamma2, dbeta2].concat())
+    }
+
+    fn shortcut_a(&self) -> ShortcutA {
+        let g = &self.g1;
+        ShortcutA::new((g.n, g.ci, g.h, g.w), g.co)
+    }
+}
+
+impl CustomOp2 for BasicBlock {
+    fn name(&self) -> &'static str {
+        "resnet-basic-block-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let what = "basic_block_train";
+        let (x, p) = (cpu_f32(s1, l1, what)?, cpu_f32(s2, l2, what)?);
+        let (y, saved) = self.shape.forward(x, p);
+        let dims = self.shape.out_dims();
+        if self.saved.set(saved).is_err() {
+            bail!("{what}: a custom op instance ran its forward pass twice")
+        }
+        Ok((CpuStorage::F32(y), Shape::from(&dims)))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let what = "basic_block_train backward";
+        let Some(s) = self.saved.get() else {
+            bail!("{what}: nothing saved by the forward pass")
+        };
+        let p = with_f32(params, what, |p| Ok(p.to_vec()))?;
+        let (dx, dp) = with_f32(x, what, |xs| {
+            with_f32(res, what, |y| {
+                with_f32(grad, what, |dy| {
+                    Ok(self.shape.backward(s, xs, &p, y, dy, x.track_op()))
+                })
+            })
+        })?;
         let dx = dx.map(|d| cpu_tensor(d, x.dims())).transpose()?;
-        let dp = [dw1, dgamma1, dbeta1, dw2, dgamma2, dbeta2].concat();
-        Ok((dx, Some(cpu_tensor(dp, &[o[6]])?)))
+        Ok((dx, Some(cpu_tensor(dp, params.dims())?)))
     }
 }

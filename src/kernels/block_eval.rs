@@ -29,7 +29,7 @@ pub fn basic_block_eval(
     stride: usize,
     shortcut: BlockShortcut,
 ) -> Result<Tensor> {
-    let (g1, g2) = geometry(x, p.conv1, p.conv2, stride, shortcut)?;
+    let (g1, g2) = geometry(x.dims(), p.conv1, p.conv2, stride, shortcut)?;
     let (w1, b1) = fold(p.conv1, &p.bn1, &g1)?;
     let (w2, b2) = fold(p.conv2, &p.bn2, &g2)?;
     let op = BlockEval {

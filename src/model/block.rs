@@ -10,7 +10,7 @@ use crate::ops::{self, Backend};
 use crate::rng;
 
 /// torch.nn.BatchNorm2d's defaults.
-const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
 /// What a named tensor is, for the optimizer (weight decay) and the state dict.
@@ -339,20 +339,31 @@ impl BasicBlock {
             };
             return ops::basic_block_eval(&x.detach(), &p, c1.stride, shortcut, backend);
         }
-        let p = ops::BasicBlockParams {
+        let (y, [(m1, v1), (m2, v2)]) = ops::basic_block_train(
+            x,
+            &self.train_params(),
+            c1.stride,
+            shortcut,
+            BN_EPS,
+            backend,
+        )?;
+        let (n, _, h1, w1) = y.dims4()?;
+        c1.bn.update_running(&m1, &v1, n * h1 * w1)?;
+        c2.bn.update_running(&m2, &v2, n * h1 * w1)?;
+        Ok(y)
+    }
+
+    /// The parameters the whole-block op trains.
+    fn train_params(&self) -> ops::BasicBlockParams<'_> {
+        let (c1, c2) = (&self.conv1, &self.conv2);
+        ops::BasicBlockParams {
             conv1: c1.weight.as_tensor(),
             gamma1: c1.bn.gamma.as_tensor(),
             beta1: c1.bn.beta.as_tensor(),
             conv2: c2.weight.as_tensor(),
             gamma2: c2.bn.gamma.as_tensor(),
             beta2: c2.bn.beta.as_tensor(),
-        };
-        let (y, [(m1, v1), (m2, v2)]) =
-            ops::basic_block_train(x, &p, c1.stride, shortcut, BN_EPS, backend)?;
-        let (n, _, h1, w1) = y.dims4()?;
-        c1.bn.update_running(&m1, &v1, n * h1 * w1)?;
-        c2.bn.update_running(&m2, &v2, n * h1 * w1)?;
-        Ok(y)
+        }
     }
 }
 
@@ -414,6 +425,28 @@ impl Block {
                 b.join.forward_t(x, &out, train, backend)
             }
         }
+    }
+
+    /// This block as one of a run trained as one op ([`ops::basic_blocks_train`]): a basic
+    /// block with an identity or option-A shortcut, or a plain one; `None` otherwise.
+    pub fn run_block(&self) -> Option<ops::RunBlock<'_>> {
+        let Block::Basic(b) = self else { return None };
+        Some(ops::RunBlock {
+            params: b.train_params(),
+            stride: b.conv1.stride,
+            shortcut: b.fused_shortcut()?,
+        })
+    }
+
+    /// Moves the running statistics of a [`Block::run_block`]'s two batch norms towards the
+    /// batch statistics `stats`, taken over `count` values per channel.
+    pub fn update_running(&self, stats: &ops::BlockStats, count: usize) -> Result<()> {
+        let Block::Basic(b) = self else {
+            candle_core::bail!("update_running: not a basic block")
+        };
+        let [(m1, v1), (m2, v2)] = stats;
+        b.conv1.bn.update_running(m1, v1, count)?;
+        b.conv2.bn.update_running(m2, v2, count)
     }
 
     pub fn visit(&self, f: &mut Visitor) {
