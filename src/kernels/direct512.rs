@@ -10,9 +10,12 @@
 //! kernel tap t at `q + taps[t]` of the block. The kernels compute every grid position, including
 //! the `wg − wo` junk columns of each row (never stored), in vectors of 16 consecutive positions:
 //! no masks, gathers or im2col. At stride 1 the junk is 3% of the work at 32 × 32, 6% at 16 × 16
-//! and 11% at 8 × 8. A tile is 4 output channels × up to 6 vectors (24 accumulators of
-//! AVX-512's 32 registers); per input channel and tap it loads the 6 input vectors once and
-//! broadcasts 4 weights: 10 loads per 24 FMAs.
+//! and 11% at 8 × 8. A tile is 8 output channels × up to 3 vectors (24 accumulators of
+//! AVX-512's 32 registers); per input channel and tap it loads the 3 input vectors once and
+//! broadcasts 8 weights: 11 loads per 24 FMAs. The input loads are unaligned and mostly split
+//! across two cache lines, the broadcasts never are: 4 channels × 6 vectors (10 loads, 6 of
+//! them split) ran 7-20% slower forward and 30-50% slower for the stride-2 input gradient (the
+//! kernels alone on CIFAR shapes, batch 64, 2 threads, Xeon of family 6 model 167).
 
 mod stride2;
 
@@ -24,9 +27,9 @@ pub(crate) use stride2::backward_input_stride2;
 /// Lanes of a vector.
 const V: usize = 16;
 /// Output channels per tile.
-const NO: usize = 4;
+const NO: usize = 8;
 /// Position vectors per tile.
-const NV: usize = 6;
+const NV: usize = 3;
 
 /// Whether the CPU and `g` suit these kernels: a 3 × 3 convolution of stride 1 or 2 with
 /// padding 1, grid rows of at least 8 (so that a vector spans at most 3 output rows: images at
@@ -396,9 +399,6 @@ fn correlate<const T: usize>(
             // at least as long (asserted); the bias has an entry per output (asserted).
             unsafe {
                 match nv {
-                    6 => tile::<T, 6>(src, taps, wb, dst, pieces, finish),
-                    5 => tile::<T, 5>(src, taps, wb, dst, pieces, finish),
-                    4 => tile::<T, 4>(src, taps, wb, dst, pieces, finish),
                     3 => tile::<T, 3>(src, taps, wb, dst, pieces, finish),
                     2 => tile::<T, 2>(src, taps, wb, dst, pieces, finish),
                     _ => tile::<T, 1>(src, taps, wb, dst, pieces, finish),
