@@ -139,3 +139,19 @@ fn bench_data_pipeline_times_jpeg_decoding_and_the_224_views_of_the_jpegs_it_wri
     };
     assert_eq!((count("train"), count("val")), (12, 4));
 }
+
+#[test]
+fn bench_rejects_an_empty_batch_before_timing_anything() {
+    for flag in ["--batch", "--eval-batch"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
+            .args(["bench", "--model", "resnet8", "--steps", "1", flag, "0"])
+            .output()
+            .expect("run resnet-tui bench");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} 0: {err}");
+        assert!(
+            err.contains(flag) && err.contains("at least one image"),
+            "{err}"
+        );
+    }
+}

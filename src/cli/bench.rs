@@ -16,18 +16,27 @@ use crate::optim::{Sgd, SgdConfig};
 mod data;
 mod peak;
 
+/// A batch size on the command line: a whole number of images, at least one.
+fn images(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a batch needs at least one image".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a number of images ({e})")),
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     #[arg(long, default_value = "resnet20")]
     pub model: String,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = images)]
     pub batch: usize,
     /// Timed training steps per repetition.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = images)]
     pub eval_batch: usize,
     /// Compute threads (0 = all cores).
     #[arg(long, default_value_t = 2)]
