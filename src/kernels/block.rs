@@ -1,16 +1,15 @@
-//! A whole basic residual block of He et al. (2015), figure 2, as one custom op:
+//! A whole basic residual block of He et al. (2015), figure 2, in training mode:
 //! `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, with the identity shortcut, the
-//! option-A shortcut (section 4.2) or none (the plain networks). candle's backward pass then
-//! zero-fills and adds one gradient per block instead of one per layer, and every
-//! intermediate gradient stays a plain buffer of ours.
+//! option-A shortcut (section 4.2) or none (the plain networks): its forward and backward passes
+//! over plain buffers, which [`super::block_run`] chains into one custom op per run of blocks (a
+//! single block is a run of one). Every intermediate gradient stays a buffer of ours.
 
 use super::batchnorm::{self, Saved};
 use super::conv::{self, ConvGeometry};
 use super::eltwise::ShortcutA;
-use super::{cpu_f32, cpu_tensor, pool, simd, with_f32};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use super::{cpu_tensor, pool, simd};
+use candle_core::{Result, Tensor, bail};
 use rayon::prelude::*;
-use std::sync::{Arc, OnceLock};
 
 /// What is added to the block's output before the last ReLU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,11 +62,6 @@ pub(crate) struct BlockShape {
     eps: f64,
 }
 
-struct BasicBlock {
-    shape: BlockShape,
-    saved: Arc<OnceLock<BlockSaved>>,
-}
-
 /// Runs one basic block in training mode (batch statistics) on `x` (N, C, H, W); the first
 /// convolution has the given stride.
 pub fn basic_block_train(
@@ -77,19 +71,17 @@ pub fn basic_block_train(
     shortcut: BlockShortcut,
     eps: f64,
 ) -> Result<(Tensor, BlockStats)> {
-    let shape = BlockShape::new(x.dims(), p, stride, shortcut, eps)?;
-    // All parameters travel as one flat argument: candle's custom ops take at most three.
-    let params = Tensor::cat(&p.flat()?, 0)?;
-    let saved = Arc::new(OnceLock::new());
-    let op = BasicBlock {
-        shape,
-        saved: saved.clone(),
+    // A run of one block: the same op, so the same results as that block inside a run.
+    let block = super::RunBlock {
+        params: *p,
+        stride,
+        shortcut,
     };
-    let y = x.contiguous()?.apply_op2(&params, op)?;
-    let Some(s) = saved.get() else {
-        bail!("basic_block_train: the forward pass left no statistics")
-    };
-    Ok((y, s.stats()?))
+    let (y, mut stats) = super::basic_blocks_train(x, &[block], eps)?;
+    match stats.pop() {
+        Some((stats, _)) => Ok((y, stats)),
+        None => bail!("basic_block_train: the block left no statistics"),
+    }
 }
 
 impl BasicBlockParams<'_> {
@@ -311,50 +303,5 @@ impl BlockShape {
     fn shortcut_a(&self) -> ShortcutA {
         let g = &self.g1;
         ShortcutA::new((g.n, g.ci, g.h, g.w), g.co)
-    }
-}
-
-impl CustomOp2 for BasicBlock {
-    fn name(&self) -> &'static str {
-        "resnet-basic-block-train"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let what = "basic_block_train";
-        let (x, p) = (cpu_f32(s1, l1, what)?, cpu_f32(s2, l2, what)?);
-        let (y, saved) = self.shape.forward(x, p);
-        let dims = self.shape.out_dims();
-        if self.saved.set(saved).is_err() {
-            bail!("{what}: a custom op instance ran its forward pass twice")
-        }
-        Ok((CpuStorage::F32(y), Shape::from(&dims)))
-    }
-    fn bwd(
-        &self,
-        x: &Tensor,
-        params: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let what = "basic_block_train backward";
-        let Some(s) = self.saved.get() else {
-            bail!("{what}: nothing saved by the forward pass")
-        };
-        let p = with_f32(params, what, |p| Ok(p.to_vec()))?;
-        let (dx, dp) = with_f32(x, what, |xs| {
-            with_f32(res, what, |y| {
-                with_f32(grad, what, |dy| {
-                    Ok(self.shape.backward(s, xs, &p, y, dy, x.track_op()))
-                })
-            })
-        })?;
-        let dx = dx.map(|d| cpu_tensor(d, x.dims())).transpose()?;
-        Ok((dx, Some(cpu_tensor(dp, params.dims())?)))
     }
 }

@@ -2,8 +2,9 @@
 //! backward pass zero-fills and adds an input gradient for every op it passes, and waits on the
 //! main thread while doing it: for one op per block that was ~8% of a training step of resnet20.
 //! Here each block's input gradient goes straight to the block before it as a buffer of ours,
-//! and candle sees one input gradient and one flat parameter gradient per run. The blocks run
-//! exactly as [`super::basic_block_train`] runs them, so the results are bit-identical.
+//! and candle sees one input gradient and one flat parameter gradient per run. A block computes
+//! the same inside a run as alone ([`super::basic_block_train`] is a run of one), so results do
+//! not depend on how the blocks are grouped.
 
 use super::block::{BasicBlockParams, BlockSaved, BlockShape, BlockShortcut, BlockStats};
 use super::{cpu_f32, cpu_tensor, pool, with_f32};
