@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::Init;
 
-use crate::ops::{self, Backend};
+use crate::ops::Backend;
 use block::{Block, ConvBn, Initializer, Linear, Role, Visitor};
 use plan::{ConvPlan, Plan};
 
@@ -132,20 +132,18 @@ impl Net {
         // In training, consecutive basic blocks run as one op (see ops::basic_blocks_train).
         let mut blocks = &self.blocks[..];
         while let Some(first) = blocks.first() {
-            let run: Vec<_> = match train {
-                true => blocks.iter().map_while(Block::run_block).collect(),
-                false => Vec::new(),
+            let run = match train {
+                true => blocks
+                    .iter()
+                    .take_while(|b| b.run_block().is_some())
+                    .count(),
+                false => 0,
             };
-            if run.is_empty() {
-                x = first.forward_t(&x, train, self.backend)?;
-                blocks = &blocks[1..];
-                continue;
-            }
-            let (y, stats) = ops::basic_blocks_train(&x, &run, block::BN_EPS, self.backend)?;
-            for (block, (stats, count)) in blocks.iter().zip(&stats) {
-                block.update_running(stats, *count)?;
-            }
-            (x, blocks) = (y, &blocks[run.len()..]);
+            x = match run {
+                0 => first.forward_t(&x, train, self.backend)?,
+                _ => block::forward_run(&x, &blocks[..run], self.backend)?,
+            };
+            blocks = &blocks[run.max(1)..];
         }
         self.head.forward_t(&x.mean((2, 3))?, train)
     }

@@ -75,7 +75,9 @@ pub fn basic_blocks_train(
         .collect::<Result<Vec<_>>>()?;
     let params = Tensor::cat(&flat.concat(), 0)?;
     let saved = Arc::new(OnceLock::new());
-    let op_shapes = shapes.clone();
+    let counts: Vec<usize> = (shapes.iter().map(BlockShape::out_dims))
+        .map(|[n, _, h, w]| n * h * w)
+        .collect();
     let op = BlockRun {
         shapes,
         saved: saved.clone(),
@@ -84,10 +86,7 @@ pub fn basic_blocks_train(
     let Some(s) = saved.get() else {
         bail!("basic_blocks_train: the forward pass left no statistics")
     };
-    let stats = (s.blocks.iter().zip(&op_shapes)).map(|(b, shape)| {
-        let [n, _, h, w] = shape.out_dims();
-        Ok((b.stats()?, n * h * w))
-    });
+    let stats = (s.blocks.iter().zip(counts)).map(|(b, count)| Ok((b.stats()?, count)));
     Ok((y, stats.collect::<Result<_>>()?))
 }
 

@@ -10,7 +10,7 @@ use crate::ops::{self, Backend};
 use crate::rng;
 
 /// torch.nn.BatchNorm2d's defaults.
-pub(crate) const BN_EPS: f64 = 1e-5;
+const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
 /// What a named tensor is, for the optimizer (weight decay) and the state dict.
@@ -320,37 +320,22 @@ impl BasicBlock {
     }
 
     /// The whole block as one op on the custom CPU path (the stock ops otherwise).
-    fn forward_fused(
+    fn forward_eval(
         &self,
         x: &Tensor,
-        train: bool,
         shortcut: ops::BlockShortcut,
         backend: Backend,
     ) -> Result<Tensor> {
         let (c1, c2) = (&self.conv1, &self.conv2);
-        if !train {
-            let (bn1, bn2) = (c1.bn.eval_tensors(), c2.bn.eval_tensors());
-            let (w1, w2) = (live(&c1.weight, false), live(&c2.weight, false));
-            let p = ops::BasicBlockEval {
-                conv1: &w1,
-                bn1: bn_eval(&bn1),
-                conv2: &w2,
-                bn2: bn_eval(&bn2),
-            };
-            return ops::basic_block_eval(&x.detach(), &p, c1.stride, shortcut, backend);
-        }
-        let (y, [(m1, v1), (m2, v2)]) = ops::basic_block_train(
-            x,
-            &self.train_params(),
-            c1.stride,
-            shortcut,
-            BN_EPS,
-            backend,
-        )?;
-        let (n, _, h1, w1) = y.dims4()?;
-        c1.bn.update_running(&m1, &v1, n * h1 * w1)?;
-        c2.bn.update_running(&m2, &v2, n * h1 * w1)?;
-        Ok(y)
+        let (bn1, bn2) = (c1.bn.eval_tensors(), c2.bn.eval_tensors());
+        let (w1, w2) = (live(&c1.weight, false), live(&c2.weight, false));
+        let p = ops::BasicBlockEval {
+            conv1: &w1,
+            bn1: bn_eval(&bn1),
+            conv2: &w2,
+            bn2: bn_eval(&bn2),
+        };
+        ops::basic_block_eval(&x.detach(), &p, c1.stride, shortcut, backend)
     }
 
     /// The parameters the whole-block op trains.
@@ -411,7 +396,8 @@ impl Block {
     pub fn forward_t(&self, x: &Tensor, train: bool, backend: Backend) -> Result<Tensor> {
         match self {
             Block::Basic(b) => match b.fused_shortcut() {
-                Some(shortcut) => b.forward_fused(x, train, shortcut, backend),
+                Some(_) if train => forward_run(x, std::slice::from_ref(self), backend),
+                Some(shortcut) => b.forward_eval(x, shortcut, backend),
                 None => {
                     let out = b.conv1.forward_t(x, train, true, backend)?;
                     let out = b.conv2.forward_t(&out, train, false, backend)?;
@@ -438,17 +424,6 @@ impl Block {
         })
     }
 
-    /// Moves the running statistics of a [`Block::run_block`]'s two batch norms towards the
-    /// batch statistics `stats`, taken over `count` values per channel.
-    pub fn update_running(&self, stats: &ops::BlockStats, count: usize) -> Result<()> {
-        let Block::Basic(b) = self else {
-            candle_core::bail!("update_running: not a basic block")
-        };
-        let [(m1, v1), (m2, v2)] = stats;
-        b.conv1.bn.update_running(m1, v1, count)?;
-        b.conv2.bn.update_running(m2, v2, count)
-    }
-
     pub fn visit(&self, f: &mut Visitor) {
         let (convs, join): (Vec<&ConvBn>, _) = match self {
             Block::Basic(b) => (vec![&b.conv1, &b.conv2], &b.join),
@@ -457,6 +432,22 @@ impl Block {
         convs.iter().for_each(|c| c.visit(f));
         join.visit(f);
     }
+}
+
+/// Trains `blocks`, each with a [`Block::run_block`], as one op on `x`
+/// ([`ops::basic_blocks_train`]) and moves their batch norms' running statistics.
+pub(crate) fn forward_run(x: &Tensor, blocks: &[Block], backend: Backend) -> Result<Tensor> {
+    let run = (blocks.iter().map(Block::run_block))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| candle_core::Error::Msg("forward_run: not a run of basic blocks".into()))?;
+    let (y, stats) = ops::basic_blocks_train(x, &run, BN_EPS, backend)?;
+    for (block, ([(m1, v1), (m2, v2)], count)) in blocks.iter().zip(&stats) {
+        if let Block::Basic(b) = block {
+            b.conv1.bn.update_running(m1, v1, *count)?;
+            b.conv2.bn.update_running(m2, v2, *count)?;
+        }
+    }
+    Ok(y)
 }
 
 /// The fully connected head after global average pooling.
