@@ -30,6 +30,8 @@ mod simd;
 #[cfg(test)]
 mod testing;
 mod weight_grad;
+#[cfg(target_arch = "x86_64")]
+mod wino512;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor, bail};
 
@@ -42,9 +44,10 @@ pub use eltwise::{add_relu, shortcut_a};
 pub use fused::{BatchNormEval, conv2d_batch_norm_eval, conv2d_batch_norm_train};
 
 /// Which convolution kernels the custom backend uses for 3 × 3 convolutions of stride 1 and 2
-/// on x86-64 (`bench --conv`): `Auto` and `Direct` pick the widest direct kernels the CPU has
-/// (AVX-512, else AVX2 + FMA, else the `gemm` crate); the others force a family, to compare
-/// them. A forced family the CPU lacks falls back to `gemm`.
+/// on x86-64 (`bench --conv`): `Auto` picks the widest direct kernels the CPU has (AVX-512, else
+/// AVX2 + FMA, else the `gemm` crate) and, with AVX-512, Winograd F(2 × 2, 3 × 3) for the
+/// stride-1 convolutions it can tile; `Direct` the direct kernels alone; the others force a
+/// family, to compare them. A forced family the CPU lacks falls back to `gemm`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernels {
     Auto,
@@ -52,6 +55,7 @@ pub enum ConvKernels {
     Avx512,
     Avx2,
     Gemm,
+    Winograd,
 }
 
 /// The convolution kernels in use, as resolved from [`ConvKernels`] on this CPU.
@@ -65,12 +69,13 @@ pub enum ConvFamily {
 static CONV_KERNELS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 impl ConvKernels {
-    const ALL: [ConvKernels; 5] = [
+    const ALL: [ConvKernels; 6] = [
         ConvKernels::Auto,
         ConvKernels::Direct,
         ConvKernels::Avx512,
         ConvKernels::Avx2,
         ConvKernels::Gemm,
+        ConvKernels::Winograd,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -79,6 +84,7 @@ impl ConvKernels {
             ConvKernels::Avx512 => "avx512",
             ConvKernels::Avx2 => "avx2",
             ConvKernels::Gemm => "gemm",
+            ConvKernels::Winograd => "winograd",
         }
     }
 }
@@ -88,7 +94,7 @@ impl std::str::FromStr for ConvKernels {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         (ConvKernels::ALL.into_iter())
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("{s:?}: expected auto, direct, avx512, avx2 or gemm"))
+            .ok_or_else(|| format!("{s:?}: expected auto, direct, avx512, avx2, gemm or winograd"))
     }
 }
 
@@ -119,7 +125,9 @@ pub fn conv_family() -> ConvFamily {
         let avx512 = std::is_x86_feature_detected!("avx512f");
         let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
         match conv_kernels() {
-            ConvKernels::Auto | ConvKernels::Direct if avx512 => ConvFamily::Avx512,
+            ConvKernels::Auto | ConvKernels::Direct | ConvKernels::Winograd if avx512 => {
+                ConvFamily::Avx512
+            }
             ConvKernels::Auto | ConvKernels::Direct if avx2 => ConvFamily::Avx2,
             ConvKernels::Avx512 if avx512 => ConvFamily::Avx512,
             ConvKernels::Avx2 if avx2 => ConvFamily::Avx2,
@@ -128,6 +136,13 @@ pub fn conv_family() -> ConvFamily {
     }
     #[cfg(not(target_arch = "x86_64"))]
     ConvFamily::Gemm
+}
+
+/// Whether the stride-1 3 × 3 convolutions that Winograd's F(2 × 2, 3 × 3) can tile use it
+/// (AVX-512 only): with `auto` and `winograd`.
+pub fn winograd_enabled() -> bool {
+    conv_family() == ConvFamily::Avx512
+        && matches!(conv_kernels(), ConvKernels::Auto | ConvKernels::Winograd)
 }
 
 /// How many parts a sum over a batch's images is split into, whatever the number of threads: the
@@ -140,6 +155,7 @@ const SUM_PARTS: usize = 16;
 /// "conv direct-avx512, simd avx512".
 pub fn describe() -> String {
     let conv = match conv_family() {
+        ConvFamily::Avx512 if winograd_enabled() => "winograd-avx512 + direct-avx512",
         ConvFamily::Avx512 => "direct-avx512",
         ConvFamily::Avx2 => "direct-avx2",
         ConvFamily::Gemm => "gemm",

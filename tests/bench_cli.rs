@@ -79,7 +79,7 @@ fn bench_conv_picks_the_kernels_and_rejects_unknown_names() {
             .output()
             .expect("run resnet-tui bench")
     };
-    for conv in ["auto", "direct", "avx512", "avx2", "gemm"] {
+    for conv in ["auto", "direct", "avx512", "avx2", "gemm", "winograd"] {
         let out = run(conv);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "--conv {conv}: {text}");
@@ -89,7 +89,7 @@ fn bench_conv_picks_the_kernels_and_rejects_unknown_names() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("expected auto, direct, avx512, avx2 or gemm"),
+        err.contains("expected auto, direct, avx512, avx2, gemm or winograd"),
         "{err}"
     );
 }

@@ -46,9 +46,11 @@ pub struct BenchArgs {
     pub backend: String,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Convolution kernels of the custom backend on x86-64: auto or direct (the widest direct
-    /// kernels the CPU has: AVX-512, else AVX2), avx512, avx2 or gemm (the gemm crate); a
-    /// family the CPU lacks falls back to gemm.
+    /// Convolution kernels of the custom backend on x86-64: auto (the widest direct kernels the
+    /// CPU has, AVX-512 else AVX2, and with AVX-512 Winograd for the stride-1 3x3 convolutions
+    /// it tiles), direct (the direct kernels alone), avx512, avx2, gemm (the gemm crate) or
+    /// winograd (AVX-512 Winograd where it tiles, direct AVX-512 elsewhere); a family the CPU
+    /// lacks falls back to gemm.
     #[arg(long, default_value = "auto")]
     pub conv: crate::kernels::ConvKernels,
     #[arg(long)]

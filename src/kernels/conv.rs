@@ -274,11 +274,24 @@ pub(crate) struct Prepared<'a> {
     /// The direct AVX-512 kernel, for 3 × 3 convolutions of stride 1 and 2 with padding 1.
     #[cfg(target_arch = "x86_64")]
     direct512: Option<super::direct512::Direct512>,
+    /// The AVX-512 Winograd kernel, for the stride-1 ones it can tile.
+    #[cfg(target_arch = "x86_64")]
+    wino512: Option<super::wino512::Wino512>,
 }
 
 impl<'a> Prepared<'a> {
     pub fn new(w: &'a [f32], g: &ConvGeometry) -> Self {
         let stride1 = g.stride == 1 && !g.is_pointwise();
+        #[cfg(target_arch = "x86_64")]
+        if super::wino512::available(g) {
+            return Prepared {
+                g: *g,
+                w: w.into(),
+                direct: None,
+                direct512: None,
+                wino512: Some(super::wino512::Wino512::new(w, g)),
+            };
+        }
         #[cfg(target_arch = "x86_64")]
         if super::direct512::available(g) {
             return Prepared {
@@ -286,6 +299,7 @@ impl<'a> Prepared<'a> {
                 w: w.into(),
                 direct: None,
                 direct512: Some(super::direct512::Direct512::new(w, g)),
+                wino512: None,
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -295,6 +309,7 @@ impl<'a> Prepared<'a> {
                 w: w.into(),
                 direct: Some(super::direct::Direct::new(w, g)),
                 direct512: None,
+                wino512: None,
             };
         }
         let w = match stride1 {
@@ -308,12 +323,18 @@ impl<'a> Prepared<'a> {
             direct: None,
             #[cfg(target_arch = "x86_64")]
             direct512: None,
+            #[cfg(target_arch = "x86_64")]
+            wino512: None,
         }
     }
 
     /// [`Prepared::image_ahead`], then `epilogue` (in the AVX-512 kernel's registers where it
     /// runs).
     pub fn image_finished(&self, x: &[f32], ahead: &[f32], out: &mut [f32], epilogue: &Epilogue) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(wino) = &self.wino512 {
+            return wino.image_finished(x, ahead, out, Some(epilogue));
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(direct) = &self.direct512 {
             return direct.image_finished(x, ahead, out, Some(epilogue));
@@ -332,6 +353,10 @@ impl<'a> Prepared<'a> {
         #[cfg(target_arch = "x86_64")]
         if let Some(direct) = &self.direct512 {
             return direct.image(x, ahead, out);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(wino) = &self.wino512 {
+            return wino.image_finished(x, ahead, out, None);
         }
         let (g, w) = (&self.g, &self.w[..]);
         let (k, p) = (g.k(), g.p());

@@ -21,7 +21,7 @@ pub fn conv_and_grads(shape: Shape, backend: Backend) -> Result<(Tensor, Tensor,
     Ok((y, dx, dw))
 }
 
-pub const SHAPES: [Shape; 16] = [
+pub const SHAPES: [Shape; 19] = [
     (2, 3, 8, 8, 16, 3, 1, 1),
     (1, 5, 7, 9, 6, 3, 2, 1),
     (3, 16, 8, 8, 32, 3, 2, 1),
@@ -38,4 +38,8 @@ pub const SHAPES: [Shape; 16] = [
     (1, 6, 6, 5, 24, 3, 1, 2),
     (2, 3, 9, 7, 8, 3, 2, 1),
     (1, 4, 11, 11, 16, 3, 2, 0),
+    // Shapes the AVX-512 Winograd kernel tiles (stride 1; 8 wide or a multiple of 16).
+    (2, 16, 8, 8, 16, 3, 1, 1),
+    (1, 8, 16, 16, 12, 3, 1, 1),
+    (1, 12, 4, 32, 9, 3, 1, 1),
 ];

@@ -1,0 +1,515 @@
+//! 3 × 3 convolutions of stride 1 with padding 1 by Winograd's minimal filtering F(2 × 2, 3 × 3)
+//! (Lavin & Gray, 2016) in AVX-512: each 2 × 2 block of outputs comes from a 4 × 4 block of the
+//! padded input with 16 multiplications per input channel instead of 36, so the multiply part is
+//! 2.25 times smaller than a direct convolution's. It serves the forward pass and the stride-1
+//! input gradient (the forward convolution of the output gradient with the rotated kernel).
+//!
+//! Per image: the input transform `V = Bᵀ d B` of every channel's 4 × 4 tiles (tiles overlap by
+//! 2, so V holds 4 floats per input float), laid out as [tile block][ξ][channel][48 tiles]; then
+//! for each block of 48 tiles and 8 output channels, 16 small matrix products `M[ξ] = U[ξ] V[ξ]`
+//! (U = G g Gᵀ, the transformed weight, [ξ][out block][channel][8]) in registers (8 outputs × 3
+//! vectors of 16 tiles, every load aligned and no junk positions), kept in an L1 buffer, and the
+//! output transform `Aᵀ M A` with the epilogue (bias, residual, ReLU) applied before the 2 × 2
+//! outputs are stored.
+//!
+//! Shapes: the image's height even, its width 8 or a multiple of 16, and its tile count (H/2 ·
+//! W/2) a multiple of 16 (CIFAR's 32 × 32, 16 × 16 and 8 × 8 all are). Results differ from the
+//! direct kernels' in the last bits (another order and the transforms' roundings); like theirs,
+//! they are the same on every run.
+
+use super::conv::{ConvGeometry, Epilogue};
+use super::gemm::with_scratch;
+use std::arch::x86_64::*;
+
+/// Lanes of a vector.
+const V: usize = 16;
+/// Output channels per product tile.
+const NO: usize = 8;
+/// Tile vectors per product tile (and per block of V).
+const NV: usize = 3;
+/// Tiles per block of V.
+const BLOCK: usize = NV * V;
+/// Transformed positions per tile (4 × 4).
+const XI: usize = 16;
+
+/// Whether the CPU and `g` suit this kernel (see the module documentation).
+pub(crate) fn supported(g: &ConvGeometry) -> bool {
+    let tiles = (g.h / 2) * (g.w / 2);
+    g.ksize == 3
+        && g.pad == 1
+        && g.stride == 1
+        && g.h >= 2
+        && g.h.is_multiple_of(2)
+        && (g.w == 8 || (g.w >= 16 && g.w.is_multiple_of(16)))
+        && tiles.is_multiple_of(V)
+        && std::is_x86_feature_detected!("avx512f")
+}
+
+/// Whether to use it for `g`: [`supported`], chosen by [`super::conv_family`] and
+/// [`super::conv_kernels`], and with enough channels on both sides for the products to pay for
+/// the transforms (the 3-channel stem stays direct).
+pub(crate) fn available(g: &ConvGeometry) -> bool {
+    supported(g) && super::winograd_enabled() && g.ci >= 8 && g.co >= 8
+}
+
+/// A stride-1 3 × 3 convolution's transformed weight and geometry, ready for
+/// [`Wino512::image_finished`].
+pub(crate) struct Wino512 {
+    g: ConvGeometry,
+    /// U = G g Gᵀ as [ξ][out block][channel][NO], zero past the last output channel.
+    u: Vec<f32>,
+    /// Tiles per tile row and tile rows.
+    tw: usize,
+    th: usize,
+    /// Where each half vector of a transformed output row goes: for tile vector tv, half h
+    /// (tiles 8h..8h+8 of the vector) and output row a of the tile, up to two (lane mask, offset
+    /// in the output plane of lane 0) pairs, at index (tv·2 + h)·2 + a.
+    stores: Vec<[(__mmask16, usize); 2]>,
+}
+
+impl Wino512 {
+    pub fn new(w: &[f32], g: &ConvGeometry) -> Self {
+        assert!(supported(g), "wino512 conv: unsupported CPU or shape {g:?}");
+        let (ci, co) = (g.ci, g.co);
+        let blocks = co.div_ceil(NO);
+        let mut u = vec![0f32; XI * blocks * ci * NO];
+        for o in 0..co {
+            for c in 0..ci {
+                let k = &w[(o * ci + c) * 9..(o * ci + c + 1) * 9];
+                let t = transform_weight(k);
+                for (xi, &value) in t.iter().enumerate() {
+                    u[((xi * blocks + o / NO) * ci + c) * NO + o % NO] = value;
+                }
+            }
+        }
+        let (tw, th) = (g.w / 2, g.h / 2);
+        let mut stores = Vec::with_capacity(th * tw / V * 4);
+        for tv in 0..th * tw / V {
+            for h in 0..2 {
+                for a in 0..2 {
+                    // The 16 floats of this half: tiles s..s+8, two floats (columns 2j, 2j + 1
+                    // of output row 2i + a) each; they lie in one row unless tw = 4.
+                    let s = tv * V + 8 * h;
+                    let at = |t: usize| (2 * (t / tw) + a) * g.w + 2 * (t % tw);
+                    stores.push(if tw >= 8 {
+                        [(0xffff, at(s)), (0, 0)]
+                    } else {
+                        // Lanes 8..16 start the next tile row (at least output row 2).
+                        [(0x00ff, at(s)), (0xff00, at(s + 4) - 8)]
+                    });
+                }
+            }
+        }
+        Wino512 {
+            g: *g,
+            u,
+            tw,
+            th,
+            stores,
+        }
+    }
+
+    /// One image: `x` (C × H × W) into `out` (O × H × W), with `epilogue` applied to the outputs
+    /// in registers before they are stored. `ahead` (the next image's input) is prefetched.
+    pub fn image_finished(
+        &self,
+        x: &[f32],
+        ahead: &[f32],
+        out: &mut [f32],
+        epilogue: Option<&Epilogue>,
+    ) {
+        let g = &self.g;
+        let (ci, co, hw) = (g.ci, g.co, g.h * g.w);
+        assert!(x.len() >= ci * hw && out.len() >= co * hw);
+        assert!(std::is_x86_feature_detected!("avx512f"));
+        if let Some(e) = epilogue {
+            assert!(e.bias.len() >= co, "wino512: a bias per output");
+            assert!(
+                e.residual.is_none_or(|r| r.len() >= co * hw),
+                "wino512: residual shorter than the output"
+            );
+        }
+        let tiles = self.th * self.tw;
+        let blocks = tiles.div_ceil(BLOCK);
+        let v_len = blocks * XI * ci * BLOCK;
+        let r_len = self.r_len();
+        let m_len = XI * NO * BLOCK;
+        with_scratch(v_len + r_len + m_len + V, |scratch| {
+            // Every vector of V and M at a whole cache line: the products' loads and the
+            // transforms' stores then never split one.
+            let skip = scratch.as_ptr().align_offset(64).min(V);
+            let (v, rest) = scratch[skip..].split_at_mut(v_len);
+            let (m, r) = rest.split_at_mut(m_len);
+            for c in 0..ci {
+                // SAFETY: AVX-512F present (asserted); the slices are the sizes these functions
+                // check.
+                unsafe {
+                    self.columns(&x[c * hw..(c + 1) * hw], r);
+                    self.rows(r, c, v);
+                }
+            }
+            let mut lines = ahead.chunks(16);
+            let per_step = ahead.len().div_ceil(16).div_ceil(blocks * co.div_ceil(NO));
+            for b in 0..blocks {
+                let nv = (tiles - b * BLOCK).div_ceil(V).min(NV);
+                let vb = &v[b * XI * ci * BLOCK..(b + 1) * XI * ci * BLOCK];
+                for ob in 0..co.div_ceil(NO) {
+                    for line in lines.by_ref().take(per_step) {
+                        // SAFETY: a prefetch of memory we hold a reference to.
+                        unsafe { _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()) };
+                    }
+                    let live = (co - ob * NO).min(NO);
+                    // SAFETY: AVX-512F present; `products` and `finish` check their bounds.
+                    unsafe {
+                        self.products(vb, ob, nv, m);
+                        self.finish(m, (b, ob, nv, live), out, epilogue);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Floats of the column-transformed channel: 4 columns × 2 row parities × (th + 1) rows of
+    /// tw, plus a vector of slack for the last loads.
+    fn r_len(&self) -> usize {
+        8 * (self.th + 1) * self.tw + V
+    }
+
+    /// The column half of the input transform of one channel `x` (H × W) into `r`: for padded
+    /// row p and tile column j, `r[k][p % 2][p / 2][j] = (d B)[k]` of the 4 padded pixels
+    /// 2j..2j + 4 of that row.
+    ///
+    /// # Safety
+    /// AVX-512F present.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn columns(&self, x: &[f32], r: &mut [f32]) {
+        let (tw, th, w) = (self.tw, self.th, self.g.w);
+        assert!(x.len() == 2 * th * w && r.len() >= self.r_len());
+        let part = (th + 1) * tw;
+        let zero = _mm512_setzero_ps();
+        let idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let idx_odd = _mm512_add_epi32(idx_even, _mm512_set1_epi32(1));
+        // Image columns 2j (evens) and 2j + 1 (odds) for j = j0..j0 + 16, zero past the row.
+        let split = |row: &[f32], j0: usize| {
+            let n = w.saturating_sub(2 * j0);
+            // SAFETY: the masks keep the loads inside `row`.
+            unsafe {
+                let a = _mm512_maskz_loadu_ps(lanes(n, 0), row.as_ptr().wrapping_add(2 * j0));
+                let b = _mm512_maskz_loadu_ps(lanes(n, V), row.as_ptr().wrapping_add(2 * j0 + V));
+                (
+                    _mm512_permutex2var_ps(a, idx_even, b),
+                    _mm512_permutex2var_ps(a, idx_odd, b),
+                )
+            }
+        };
+        for p in 0..2 * th + 2 {
+            let at = (p % 2) * part + (p / 2) * tw;
+            let row = match p {
+                0 => None,
+                _ if p == 2 * th + 1 => None,
+                // Padded row p is image row p − 1.
+                _ => Some(&x[(p - 1) * w..p * w]),
+            };
+            let mut prev_odds = zero;
+            let mut next = row.map(|row| split(row, 0));
+            for j0 in (0..tw).step_by(V) {
+                let mask = lanes(tw, j0);
+                let rs = match (row, next) {
+                    (Some(row), Some((evens, odds))) => {
+                        next = Some(split(row, j0 + V));
+                        let next_evens = next.map_or(zero, |(e, _)| e);
+                        // Padded pixel 2j is image column 2j − 1 (E), 2j + 1 is column 2j (O).
+                        let e0 = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
+                            _mm512_castps_si512(odds),
+                            _mm512_castps_si512(prev_odds),
+                        ));
+                        let (e1, o0) = (odds, evens);
+                        let o1 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                            _mm512_castps_si512(next_evens),
+                            _mm512_castps_si512(evens),
+                        ));
+                        prev_odds = odds;
+                        [
+                            _mm512_sub_ps(e0, e1),
+                            _mm512_add_ps(o0, e1),
+                            _mm512_sub_ps(e1, o0),
+                            _mm512_sub_ps(o0, o1),
+                        ]
+                    }
+                    _ => [zero; 4],
+                };
+                for (k, rk) in rs.into_iter().enumerate() {
+                    // SAFETY: k·2·part + at + j0 + lanes ≤ 8·part, inside `r` (checked above).
+                    unsafe {
+                        _mm512_mask_storeu_ps(r.as_mut_ptr().add(k * 2 * part + at + j0), mask, rk)
+                    };
+                }
+            }
+        }
+    }
+
+    /// The row half of the input transform: channel `c`'s columns `r` into V[block][ξ][c][48],
+    /// ξ = 4a + k.
+    ///
+    /// # Safety
+    /// AVX-512F present.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows(&self, r: &[f32], c: usize, v: &mut [f32]) {
+        let (tw, th, ci) = (self.tw, self.th, self.g.ci);
+        let part = (th + 1) * tw;
+        let tiles = th * tw;
+        assert!(r.len() >= 8 * part && v.len() >= tiles.div_ceil(BLOCK) * XI * ci * BLOCK);
+        let rp = r.as_ptr();
+        for k in 0..4 {
+            let (even, odd) = (k * 2 * part, k * 2 * part + part);
+            for t in (0..tiles).step_by(V) {
+                // SAFETY: t + tw + 16 ≤ tiles + tw ≤ part, so inside each parity's rows; the
+                // stores land in block t / 48, inside `v` (asserted).
+                unsafe {
+                    let e0 = _mm512_loadu_ps(rp.add(even + t));
+                    let e1 = _mm512_loadu_ps(rp.add(even + t + tw));
+                    let o0 = _mm512_loadu_ps(rp.add(odd + t));
+                    let o1 = _mm512_loadu_ps(rp.add(odd + t + tw));
+                    let rows = [
+                        _mm512_sub_ps(e0, e1),
+                        _mm512_add_ps(o0, e1),
+                        _mm512_sub_ps(e1, o0),
+                        _mm512_sub_ps(o0, o1),
+                    ];
+                    let (b, lane) = (t / BLOCK, t % BLOCK);
+                    for (a, row) in rows.into_iter().enumerate() {
+                        let xi = 4 * a + k;
+                        let at = ((b * XI + xi) * ci + c) * BLOCK + lane;
+                        _mm512_storeu_ps(v.as_mut_ptr().add(at), row);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 16 products of output block `ob` over tile block `vb` (nv vectors): m[ξ][o][48].
+    ///
+    /// # Safety
+    /// AVX-512F present.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn products(&self, vb: &[f32], ob: usize, nv: usize, m: &mut [f32]) {
+        let ci = self.g.ci;
+        let blocks = self.g.co.div_ceil(NO);
+        assert!(vb.len() >= XI * ci * BLOCK && m.len() >= XI * NO * BLOCK);
+        assert!(self.u.len() >= XI * blocks * ci * NO && (1..=NV).contains(&nv));
+        for xi in 0..XI {
+            let src = vb[xi * ci * BLOCK..].as_ptr();
+            let w = self.u[(xi * blocks + ob) * ci * NO..].as_ptr();
+            let dst = m[xi * NO * BLOCK..].as_mut_ptr();
+            // SAFETY: src holds ci × 48 floats of this ξ, w ci × 8, dst 8 × 48 (asserted).
+            unsafe {
+                match nv {
+                    3 => product::<3>(src, w, ci, dst),
+                    2 => product::<2>(src, w, ci, dst),
+                    _ => product::<1>(src, w, ci, dst),
+                }
+            }
+        }
+    }
+
+    /// The output transform of m (block b, output block ob, nv vectors, `live` outputs) into
+    /// `out`, with the epilogue.
+    ///
+    /// # Safety
+    /// AVX-512F present.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn finish(
+        &self,
+        m: &[f32],
+        (b, ob, nv, live): (usize, usize, usize, usize),
+        out: &mut [f32],
+        epilogue: Option<&Epilogue>,
+    ) {
+        let g = &self.g;
+        let hw = g.h * g.w;
+        assert!(m.len() >= XI * NO * BLOCK && out.len() >= g.co * hw);
+        assert!(ob * NO + live <= g.co && (b * NV + nv) * V <= self.th * self.tw);
+        let zero = _mm512_setzero_ps();
+        let idx_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let idx_hi = _mm512_add_epi32(idx_lo, _mm512_set1_epi32(8));
+        let (relu, residual) = match epilogue {
+            Some(e) => (e.relu, e.residual),
+            None => (false, None),
+        };
+        for o in 0..live {
+            let oo = ob * NO + o;
+            let bias = _mm512_set1_ps(epilogue.map_or(0.0, |e| e.bias[oo]));
+            for v in 0..nv {
+                // SAFETY: m[ξ][o][v·16..] lies inside m (asserted).
+                let mv: [__m512; XI] = std::array::from_fn(|xi| unsafe {
+                    _mm512_loadu_ps(m.as_ptr().add((xi * NO + o) * BLOCK + v * V))
+                });
+                let s: [__m512; 4] = std::array::from_fn(|k| {
+                    _mm512_add_ps(_mm512_add_ps(mv[k], mv[4 + k]), mv[8 + k])
+                });
+                let d: [__m512; 4] = std::array::from_fn(|k| {
+                    _mm512_sub_ps(_mm512_sub_ps(mv[4 + k], mv[8 + k]), mv[12 + k])
+                });
+                let row = |t: &[__m512; 4]| {
+                    (
+                        _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]), bias),
+                        _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]), bias),
+                    )
+                };
+                let tv = b * NV + v;
+                let plane = oo * hw;
+                for (a, (y0, y1)) in [row(&s), row(&d)].into_iter().enumerate() {
+                    let halves = [
+                        _mm512_permutex2var_ps(y0, idx_lo, y1),
+                        _mm512_permutex2var_ps(y0, idx_hi, y1),
+                    ];
+                    for (h, half) in halves.into_iter().enumerate() {
+                        for &(mask, off) in &self.stores[(tv * 2 + h) * 2 + a] {
+                            if mask == 0 {
+                                continue;
+                            }
+                            let at = plane + off;
+                            let mut y = half;
+                            if let Some(r) = residual {
+                                // SAFETY: the same lanes as the store, inside the residual
+                                // (as long as the output, asserted).
+                                y = _mm512_add_ps(y, unsafe {
+                                    _mm512_maskz_loadu_ps(mask, r.as_ptr().wrapping_add(at))
+                                });
+                            }
+                            if relu {
+                                y = _mm512_max_ps(y, zero);
+                            }
+                            // SAFETY: the masked lanes are output pixels of plane oo.
+                            unsafe {
+                                _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(at), mask, y)
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// U = G g Gᵀ of one 3 × 3 kernel (row-major), as 16 floats ξ = 4a + k, computed in f64.
+fn transform_weight(k: &[f32]) -> [f32; 16] {
+    // G times a column (a, b, d) of three.
+    let g = |a: f64, b: f64, d: f64| [a, (a + b + d) / 2.0, (a - b + d) / 2.0, d];
+    let at = |r: usize, c: usize| k[r * 3 + c] as f64;
+    // (G g) by columns: gg[c][row].
+    let gg: [[f64; 4]; 3] = std::array::from_fn(|c| g(at(0, c), at(1, c), at(2, c)));
+    std::array::from_fn(|xi| {
+        let (row, col) = (xi / 4, xi % 4);
+        g(gg[0][row], gg[1][row], gg[2][row])[col] as f32
+    })
+}
+
+/// The lanes of a vector of `n` elements counted from `at` (all 16 when 16 or more are left).
+fn lanes(n: usize, at: usize) -> __mmask16 {
+    match n.saturating_sub(at) {
+        left if left >= V => 0xffff,
+        left => (1u16 << left) - 1,
+    }
+}
+
+/// `dst[o][v·16..] = Σ_c w[c][o] · src[c][v·16..]` for 8 outputs and N vectors (rows 48 apart).
+///
+/// # Safety
+/// AVX-512F present; `src` holds `ci` rows of 48 floats, `w` ci × 8 floats, `dst` 8 rows of 48.
+#[target_feature(enable = "avx512f")]
+unsafe fn product<const N: usize>(src: *const f32, w: *const f32, ci: usize, dst: *mut f32) {
+    let mut acc = [[_mm512_setzero_ps(); N]; NO];
+    for c in 0..ci {
+        // SAFETY (all pointer arithmetic): within the bounds the caller guarantees.
+        let (sc, wc) = unsafe { (src.add(c * BLOCK), w.add(c * NO)) };
+        let mut xv = [_mm512_setzero_ps(); N];
+        for (v, xv) in xv.iter_mut().enumerate() {
+            *xv = unsafe { _mm512_loadu_ps(sc.add(v * V)) };
+        }
+        for (o, acc) in acc.iter_mut().enumerate() {
+            let wv = _mm512_set1_ps(unsafe { *wc.add(o) });
+            for v in 0..N {
+                acc[v] = _mm512_fmadd_ps(xv[v], wv, acc[v]);
+            }
+        }
+    }
+    for (o, acc) in acc.iter().enumerate() {
+        for (v, &a) in acc.iter().enumerate() {
+            unsafe { _mm512_storeu_ps(dst.add(o * BLOCK + v * V), a) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{Plain, data};
+    use super::*;
+
+    #[test]
+    fn winograd_forward_matches_plain_loops() {
+        let shapes = [
+            (2, 8, 8, 8, 8),
+            (1, 16, 32, 32, 16),
+            (2, 32, 16, 16, 32),
+            (1, 64, 8, 8, 64),
+            (1, 5, 8, 16, 13),
+            (1, 9, 4, 32, 7),
+        ];
+        let mut ran = 0;
+        for (n, ci, h, w, co) in shapes {
+            let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], 1, 1).unwrap();
+            if !supported(&g) {
+                continue;
+            }
+            ran += 1;
+            let (x, wt, dy) = (
+                data(n * ci * h * w, 1),
+                data(co * ci * 9, 2),
+                data(n * co * h * w, 3),
+            );
+            let (in_len, p) = (ci * h * w, h * w);
+            let Plain { y, .. } = Plain::new(&g, &x, &wt, &dy);
+            let wino = Wino512::new(&wt, &g);
+            let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.1 - 0.5).collect();
+            let residual = data(co * p, 4);
+            for i in 0..n {
+                let xi = &x[i * in_len..(i + 1) * in_len];
+                let want = &y[i * co * p..(i + 1) * co * p];
+                let mut out = vec![f32::NAN; co * p];
+                wino.image_finished(xi, &[], &mut out, None);
+                let tol = 1e-4 * ci as f32;
+                for (at, (a, b)) in out.iter().zip(want).enumerate() {
+                    assert!((a - b).abs() < tol, "forward {g:?} at {at}: {a} vs {b}");
+                }
+                let e = Epilogue {
+                    bias: &bias,
+                    residual: Some(&residual),
+                    relu: true,
+                };
+                wino.image_finished(xi, &[], &mut out, Some(&e));
+                for (at, (a, b)) in out.iter().zip(want).enumerate() {
+                    let b = (b + bias[at / p] + residual[at]).max(0.0);
+                    assert!((a - b).abs() < tol, "epilogue {g:?} at {at}: {a} vs {b}");
+                }
+            }
+        }
+        let avx512 = std::is_x86_feature_detected!("avx512f");
+        assert_eq!(ran, if avx512 { shapes.len() } else { 0 });
+    }
+
+    #[test]
+    fn shapes_it_cannot_tile_are_left_to_other_kernels() {
+        let g = |h, w| ConvGeometry::new(&[1, 8, h, w], &[8, 8, 3, 3], 1, 1).unwrap();
+        let avx512 = std::is_x86_feature_detected!("avx512f");
+        assert_eq!(supported(&g(8, 8)), avx512);
+        assert_eq!(supported(&g(32, 32)), avx512);
+        assert!(!supported(&g(7, 8)), "odd height");
+        assert!(
+            !supported(&g(8, 12)),
+            "width neither 8 nor a multiple of 16"
+        );
+        assert!(!supported(&g(6, 8)), "12 tiles");
+        assert!(!supported(&g(56, 56)));
+    }
+}
