@@ -19,6 +19,7 @@
 
 use super::conv::{ConvGeometry, Epilogue};
 use super::gemm::with_scratch;
+use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 /// Lanes of a vector.
@@ -72,14 +73,17 @@ impl Wino512 {
         assert!(supported(g), "wino512 conv: unsupported CPU or shape {g:?}");
         let (ci, co) = (g.ci, g.co);
         let blocks = co.div_ceil(NO);
+        // Transformed by both threads (the step's other thread waits for it), then laid out.
+        let t: Vec<[f32; XI]> = w[..co * ci * 9]
+            .par_chunks(9)
+            .with_min_len(256)
+            .map(transform_weight)
+            .collect();
         let mut u = vec![0f32; XI * blocks * ci * NO];
-        for o in 0..co {
-            for c in 0..ci {
-                let k = &w[(o * ci + c) * 9..(o * ci + c + 1) * 9];
-                let t = transform_weight(k);
-                for (xi, &value) in t.iter().enumerate() {
-                    u[((xi * blocks + o / NO) * ci + c) * NO + o % NO] = value;
-                }
+        for (oc, t) in t.iter().enumerate() {
+            let (o, c) = (oc / ci, oc % ci);
+            for (xi, &value) in t.iter().enumerate() {
+                u[((xi * blocks + o / NO) * ci + c) * NO + o % NO] = value;
             }
         }
         let (tw, th) = (g.w / 2, g.h / 2);
