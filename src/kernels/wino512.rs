@@ -189,6 +189,10 @@ impl Wino512 {
     unsafe fn columns(&self, x: &[f32], r: &mut [f32]) {
         let (tw, th, w) = (self.tw, self.th, self.g.w);
         assert!(x.len() == 2 * th * w && r.len() >= self.r_len());
+        if tw <= V {
+            // SAFETY: AVX-512F present (this function's contract); the sizes were checked.
+            return unsafe { self.columns_narrow(x, r) };
+        }
         let part = (th + 1) * tw;
         let zero = _mm512_setzero_ps();
         let idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -252,6 +256,54 @@ impl Wino512 {
         }
     }
 
+    /// [`Wino512::columns`] for rows of at most 16 tiles (images up to 32 wide): one vector a
+    /// row, the masks fixed, no bounds arithmetic in the loop.
+    ///
+    /// # Safety
+    /// AVX-512F present; `x` holds H × W floats and `r` [`Wino512::r_len`]; tw ≤ 16.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn columns_narrow(&self, x: &[f32], r: &mut [f32]) {
+        let (tw, th, w) = (self.tw, self.th, self.g.w);
+        let part = (th + 1) * tw;
+        let zero = _mm512_setzero_ps();
+        let idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let idx_odd = _mm512_add_epi32(idx_even, _mm512_set1_epi32(1));
+        let (ma, mb, ms) = (lanes(w, 0), lanes(w, V), lanes(tw, 0));
+        let rp = r.as_mut_ptr();
+        // SAFETY (all stores): k·2·part + at + tw ≤ 8·part for every row's `at` below; the
+        // loads are masked to the row's w floats.
+        unsafe {
+            // Padded rows 0 and 2·th + 1 are zero: parity 0 row 0, parity 1 row th.
+            for k in 0..4 {
+                _mm512_mask_storeu_ps(rp.add(k * 2 * part), ms, zero);
+                _mm512_mask_storeu_ps(rp.add(k * 2 * part + part + th * tw), ms, zero);
+            }
+            let mut xp = x.as_ptr();
+            for p in 1..=2 * th {
+                let at = rp.add((p & 1) * part + (p >> 1) * tw);
+                let a = _mm512_maskz_loadu_ps(ma, xp);
+                let b = _mm512_maskz_loadu_ps(mb, xp.wrapping_add(V));
+                xp = xp.wrapping_add(w);
+                // Image columns 2j (padded 2j + 1) and 2j + 1 (padded 2j + 2).
+                let evens = _mm512_permutex2var_ps(a, idx_even, b);
+                let odds = _mm512_permutex2var_ps(a, idx_odd, b);
+                // Padded pixel 2j: image column 2j − 1; padded 2j + 3: image column 2j + 2.
+                let e0 = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
+                    _mm512_castps_si512(odds),
+                    _mm512_setzero_si512(),
+                ));
+                let o1 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                    _mm512_setzero_si512(),
+                    _mm512_castps_si512(evens),
+                ));
+                _mm512_mask_storeu_ps(at, ms, _mm512_sub_ps(e0, odds));
+                _mm512_mask_storeu_ps(at.add(2 * part), ms, _mm512_add_ps(evens, odds));
+                _mm512_mask_storeu_ps(at.add(4 * part), ms, _mm512_sub_ps(odds, evens));
+                _mm512_mask_storeu_ps(at.add(6 * part), ms, _mm512_sub_ps(evens, o1));
+            }
+        }
+    }
+
     /// The row half of the input transform: channel `c`'s columns `r` into V[block][ξ][c][48],
     /// ξ = 4a + k.
     ///
@@ -263,29 +315,25 @@ impl Wino512 {
         let part = (th + 1) * tw;
         let tiles = th * tw;
         assert!(r.len() >= 8 * part && v.len() >= tiles.div_ceil(BLOCK) * XI * ci * BLOCK);
-        let rp = r.as_ptr();
+        let (rp, xs) = (r.as_ptr(), ci * BLOCK);
+        let vp = v.as_mut_ptr();
         for k in 0..4 {
-            let (even, odd) = (k * 2 * part, k * 2 * part + part);
             for t in (0..tiles).step_by(V) {
-                // SAFETY: t + tw + 16 ≤ tiles + tw ≤ part, so inside each parity's rows; the
-                // stores land in block t / 48, inside `v` (asserted).
+                // SAFETY: t + tw + 16 ≤ tiles + tw ≤ part, so the loads stay inside each
+                // parity's rows; ξ = 0 of channel c in block t / 48 is inside `v` (asserted),
+                // and ξ 1..16 follow ci·48 floats apart.
                 unsafe {
-                    let e0 = _mm512_loadu_ps(rp.add(even + t));
-                    let e1 = _mm512_loadu_ps(rp.add(even + t + tw));
-                    let o0 = _mm512_loadu_ps(rp.add(odd + t));
-                    let o1 = _mm512_loadu_ps(rp.add(odd + t + tw));
-                    let rows = [
-                        _mm512_sub_ps(e0, e1),
-                        _mm512_add_ps(o0, e1),
-                        _mm512_sub_ps(e1, o0),
-                        _mm512_sub_ps(o0, o1),
-                    ];
-                    let (b, lane) = (t / BLOCK, t % BLOCK);
-                    for (a, row) in rows.into_iter().enumerate() {
-                        let xi = 4 * a + k;
-                        let at = ((b * XI + xi) * ci + c) * BLOCK + lane;
-                        _mm512_storeu_ps(v.as_mut_ptr().add(at), row);
-                    }
+                    let dst = vp.add(((t / BLOCK) * XI * ci + c) * BLOCK + t % BLOCK + k * xs);
+                    let even = rp.add(k * 2 * part + t);
+                    let odd = even.add(part);
+                    let e0 = _mm512_loadu_ps(even);
+                    let e1 = _mm512_loadu_ps(even.add(tw));
+                    let o0 = _mm512_loadu_ps(odd);
+                    let o1 = _mm512_loadu_ps(odd.add(tw));
+                    _mm512_storeu_ps(dst, _mm512_sub_ps(e0, e1));
+                    _mm512_storeu_ps(dst.add(4 * xs), _mm512_add_ps(o0, e1));
+                    _mm512_storeu_ps(dst.add(8 * xs), _mm512_sub_ps(e1, o0));
+                    _mm512_storeu_ps(dst.add(12 * xs), _mm512_sub_ps(o0, o1));
                 }
             }
         }
