@@ -163,6 +163,16 @@ impl Wino512 {
                         unsafe { _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()) };
                     }
                     let live = (co - ob * NO).min(NO);
+                    // The outputs this step stores, fetched for writing while the products run:
+                    // they are fresh memory, and the stores otherwise waited for them.
+                    let rows = |t: usize| 2 * (t / self.tw) * g.w;
+                    let span = rows(b * BLOCK)..rows((b * BLOCK + nv * V - 1) + self.tw);
+                    for o in ob * NO..ob * NO + live {
+                        for line in out[o * hw..][span.clone()].chunks(16) {
+                            // SAFETY: a prefetch of memory we hold a reference to.
+                            unsafe { _mm_prefetch::<_MM_HINT_ET0>(line.as_ptr().cast()) };
+                        }
+                    }
                     // SAFETY: AVX-512F present; `products` and `finish` check their bounds.
                     unsafe {
                         self.products(vb, ob, nv, m);
