@@ -172,7 +172,7 @@ impl Grid {
 }
 
 /// The lanes of a vector of `n` elements counted from `at` (all 16 when 16 or more are left).
-fn lanes(n: usize, at: usize) -> __mmask16 {
+pub(super) fn lanes(n: usize, at: usize) -> __mmask16 {
     match n.saturating_sub(at) {
         left if left >= V => 0xffff,
         left => (1u16 << left) - 1,

@@ -18,6 +18,7 @@
 //! they are the same on every run.
 
 use super::conv::{ConvGeometry, Epilogue};
+use super::direct512::lanes;
 use super::gemm::with_scratch;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -465,14 +466,6 @@ fn transform_weight(k: &[f32]) -> [f32; 16] {
         let (row, col) = (xi / 4, xi % 4);
         g(gg[0][row], gg[1][row], gg[2][row])[col] as f32
     })
-}
-
-/// The lanes of a vector of `n` elements counted from `at` (all 16 when 16 or more are left).
-fn lanes(n: usize, at: usize) -> __mmask16 {
-    match n.saturating_sub(at) {
-        left if left >= V => 0xffff,
-        left => (1u16 << left) - 1,
-    }
 }
 
 /// `dst[o][v·16..] = Σ_c w[c][o] · src[c][v·16..]` for 8 outputs and N vectors (rows 48 apart).
