@@ -89,4 +89,30 @@ proptest::proptest! {
         assert_close(&format!("input gradient {shape:?}"), &dx, &sdx, 1e-4).expect("dx");
         assert_close(&format!("weight gradient {shape:?}"), &dw, &sdw, 1e-4).expect("dw");
     }
+
+    /// Random shapes of the AVX-512 Winograd kernel (on CPUs that have it): stride 1, padding
+    /// 1, 8 or more channels on both sides, an even height, a width of 8 or a multiple of 16 and
+    /// a multiple of 16 tiles, with the output and input channel counts free.
+    #[test]
+    fn custom_3x3_conv2d_matches_stock_on_winograd_random_shapes(
+        n in 1usize..3,
+        ci in 8usize..40,
+        co in 8usize..40,
+        half_h in 1usize..12,
+        w in proptest::prop_oneof![
+            proptest::strategy::Just(8usize),
+            proptest::strategy::Just(16),
+            proptest::strategy::Just(32),
+            proptest::strategy::Just(48),
+        ],
+    ) {
+        let h = 2 * half_h;
+        proptest::prop_assume!((half_h * (w / 2)) % 16 == 0);
+        let shape = (n, ci, h, w, co, 3, 1, 1);
+        let (y, dx, dw) = conv_and_grads(shape, Backend::Custom).expect("custom");
+        let (sy, sdx, sdw) = conv_and_grads(shape, Backend::Stock).expect("stock");
+        assert_close(&format!("output {shape:?}"), &y, &sy, 1e-4).expect("output");
+        assert_close(&format!("input gradient {shape:?}"), &dx, &sdx, 1e-4).expect("dx");
+        assert_close(&format!("weight gradient {shape:?}"), &dw, &sdw, 1e-4).expect("dw");
+    }
 }
