@@ -36,6 +36,15 @@ fn custom_conv2d_rejects_mismatched_channels_with_a_clear_error() {
     assert!(err.to_string().contains("3 channels"), "{err}");
 }
 
+/// The custom convolution's output and both gradients against candle's stock ones on `shape`.
+fn matches_stock(shape: common::conv::Shape) -> Result<()> {
+    let (y, dx, dw) = conv_and_grads(shape, Backend::Custom)?;
+    let (sy, sdx, sdw) = conv_and_grads(shape, Backend::Stock)?;
+    assert_close(&format!("output {shape:?}"), &y, &sy, 1e-4)?;
+    assert_close(&format!("input gradient {shape:?}"), &dx, &sdx, 1e-4)?;
+    assert_close(&format!("weight gradient {shape:?}"), &dw, &sdw, 1e-4)
+}
+
 proptest::proptest! {
     // A fixed seed: the same shapes on every run (a failure is a kernel bug to fix, never luck).
     #![proptest_config(proptest::test_runner::Config {
@@ -61,11 +70,7 @@ proptest::proptest! {
         // the padded extent: keep to shapes where it does.
         proptest::prop_assume!((h + 2 * pad - 3) % stride == 0 && (w + 2 * pad - 3) % stride == 0);
         let shape = (n, ci, h, w, 8 * co_blocks + co_extra, 3, stride, pad);
-        let (y, dx, dw) = conv_and_grads(shape, Backend::Custom).expect("custom");
-        let (sy, sdx, sdw) = conv_and_grads(shape, Backend::Stock).expect("stock");
-        assert_close(&format!("output {shape:?}"), &y, &sy, 1e-4).expect("output");
-        assert_close(&format!("input gradient {shape:?}"), &dx, &sdx, 1e-4).expect("dx");
-        assert_close(&format!("weight gradient {shape:?}"), &dw, &sdw, 1e-4).expect("dw");
+        matches_stock(shape).expect("custom against stock");
     }
 
     /// Random shapes of the AVX-512 kernels (on CPUs that have them): padding 1, rows wide
@@ -83,11 +88,7 @@ proptest::proptest! {
         proptest::prop_assume!((h - 1) % stride == 0 && (w - 1) % stride == 0);
         proptest::prop_assume!(stride == 1 || w >= 13);
         let shape = (n, ci, h, w, co, 3, stride, 1);
-        let (y, dx, dw) = conv_and_grads(shape, Backend::Custom).expect("custom");
-        let (sy, sdx, sdw) = conv_and_grads(shape, Backend::Stock).expect("stock");
-        assert_close(&format!("output {shape:?}"), &y, &sy, 1e-4).expect("output");
-        assert_close(&format!("input gradient {shape:?}"), &dx, &sdx, 1e-4).expect("dx");
-        assert_close(&format!("weight gradient {shape:?}"), &dw, &sdw, 1e-4).expect("dw");
+        matches_stock(shape).expect("custom against stock");
     }
 
     /// Random shapes of the AVX-512 Winograd kernel (on CPUs that have it): stride 1, padding
@@ -109,10 +110,6 @@ proptest::proptest! {
         let h = 2 * half_h;
         proptest::prop_assume!((half_h * (w / 2)) % 16 == 0);
         let shape = (n, ci, h, w, co, 3, 1, 1);
-        let (y, dx, dw) = conv_and_grads(shape, Backend::Custom).expect("custom");
-        let (sy, sdx, sdw) = conv_and_grads(shape, Backend::Stock).expect("stock");
-        assert_close(&format!("output {shape:?}"), &y, &sy, 1e-4).expect("output");
-        assert_close(&format!("input gradient {shape:?}"), &dx, &sdx, 1e-4).expect("dx");
-        assert_close(&format!("weight gradient {shape:?}"), &dw, &sdw, 1e-4).expect("dw");
+        matches_stock(shape).expect("custom against stock");
     }
 }
