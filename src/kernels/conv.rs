@@ -266,99 +266,79 @@ pub(crate) fn forward_stats(x: &[f32], w: &[f32], g: &ConvGeometry) -> (Vec<f32>
 /// A convolution's weight in the layout its per-image kernel wants.
 pub(crate) struct Prepared<'a> {
     g: ConvGeometry,
-    w: std::borrow::Cow<'a, [f32]>,
+    kernel: Kernel<'a>,
+}
+
+/// The kernel that convolves each image, with its weight.
+enum Kernel<'a> {
+    /// The AVX-512 Winograd kernel, for the stride-1 3 × 3 convolutions it can tile.
+    #[cfg(target_arch = "x86_64")]
+    Wino512(super::wino512::Wino512),
+    /// The direct AVX-512 kernel, for 3 × 3 convolutions of stride 1 and 2 with padding 1.
+    #[cfg(target_arch = "x86_64")]
+    Direct512(super::direct512::Direct512),
     /// The direct AVX2 kernel, for 3 × 3 convolutions of stride 1 and 2 on CPUs that have AVX2
     /// but not AVX-512.
     #[cfg(target_arch = "x86_64")]
-    direct: Option<super::direct::Direct>,
-    /// The direct AVX-512 kernel, for 3 × 3 convolutions of stride 1 and 2 with padding 1.
-    #[cfg(target_arch = "x86_64")]
-    direct512: Option<super::direct512::Direct512>,
-    /// The AVX-512 Winograd kernel, for the stride-1 ones it can tile.
-    #[cfg(target_arch = "x86_64")]
-    wino512: Option<super::wino512::Wino512>,
+    Direct(super::direct::Direct),
+    /// The `gemm` crate, with the weight as given or (stride 1) split into kernel taps.
+    Gemm(std::borrow::Cow<'a, [f32]>),
 }
 
 impl<'a> Prepared<'a> {
     pub fn new(w: &'a [f32], g: &ConvGeometry) -> Self {
-        let stride1 = g.stride == 1 && !g.is_pointwise();
+        let kernel = Self::kernel(w, g);
+        Prepared { g: *g, kernel }
+    }
+
+    /// The fastest kernel this CPU and the choice of [`super::set_conv_kernels`] allow for `g`.
+    fn kernel(w: &'a [f32], g: &ConvGeometry) -> Kernel<'a> {
         #[cfg(target_arch = "x86_64")]
         if super::wino512::available(g) {
-            return Prepared {
-                g: *g,
-                w: w.into(),
-                direct: None,
-                direct512: None,
-                wino512: Some(super::wino512::Wino512::new(w, g)),
-            };
+            return Kernel::Wino512(super::wino512::Wino512::new(w, g));
         }
         #[cfg(target_arch = "x86_64")]
         if super::direct512::available(g) {
-            return Prepared {
-                g: *g,
-                w: w.into(),
-                direct: None,
-                direct512: Some(super::direct512::Direct512::new(w, g)),
-                wino512: None,
-            };
+            return Kernel::Direct512(super::direct512::Direct512::new(w, g));
         }
         #[cfg(target_arch = "x86_64")]
         if super::direct::available(g) {
-            return Prepared {
-                g: *g,
-                w: w.into(),
-                direct: Some(super::direct::Direct::new(w, g)),
-                direct512: None,
-                wino512: None,
-            };
+            return Kernel::Direct(super::direct::Direct::new(w, g));
         }
-        let w = match stride1 {
-            true => super::shifted::taps(w, g).into(),
-            false => w.into(),
-        };
-        Prepared {
-            g: *g,
-            w,
-            #[cfg(target_arch = "x86_64")]
-            direct: None,
-            #[cfg(target_arch = "x86_64")]
-            direct512: None,
-            #[cfg(target_arch = "x86_64")]
-            wino512: None,
+        match g.stride == 1 && !g.is_pointwise() {
+            true => Kernel::Gemm(super::shifted::taps(w, g).into()),
+            false => Kernel::Gemm(w.into()),
         }
     }
 
-    /// [`Prepared::image_ahead`], then `epilogue` (in the AVX-512 kernel's registers where it
-    /// runs).
+    /// [`Prepared::image_ahead`], then `epilogue` (in the AVX-512 kernels' registers where they
+    /// run).
     pub fn image_finished(&self, x: &[f32], ahead: &[f32], out: &mut [f32], epilogue: &Epilogue) {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(wino) = &self.wino512 {
-            return wino.image_finished(x, ahead, out, Some(epilogue));
+        match &self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wino512(wino) => wino.image_finished(x, ahead, out, Some(epilogue)),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Direct512(direct) => direct.image_finished(x, ahead, out, Some(epilogue)),
+            _ => {
+                self.image_ahead(x, ahead, out);
+                epilogue.apply(out);
+            }
         }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(direct) = &self.direct512 {
-            return direct.image_finished(x, ahead, out, Some(epilogue));
-        }
-        self.image_ahead(x, ahead, out);
-        epilogue.apply(out);
     }
 
     /// One image: `x` (C × H × W) into `out` (O × Ho × Wo), where a kernel that can prefetches
     /// `ahead` (the next image's input, or nothing) meanwhile.
     pub fn image_ahead(&self, x: &[f32], ahead: &[f32], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(direct) = &self.direct {
-            return direct.image(x, out);
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(direct) = &self.direct512 {
-            return direct.image(x, ahead, out);
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(wino) = &self.wino512 {
-            return wino.image_finished(x, ahead, out, None);
-        }
-        let (g, w) = (&self.g, &self.w[..]);
+        let w = match &self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wino512(wino) => return wino.image_finished(x, ahead, out, None),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Direct512(direct) => return direct.image(x, ahead, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Direct(direct) => return direct.image(x, out),
+            Kernel::Gemm(w) => &w[..],
+        };
+        let g = &self.g;
         let (k, p) = (g.k(), g.p());
         if g.is_pointwise() {
             matmul(
