@@ -206,8 +206,6 @@ impl Wino512 {
         }
         let part = (th + 1) * tw;
         let zero = _mm512_setzero_ps();
-        let idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let idx_odd = _mm512_add_epi32(idx_even, _mm512_set1_epi32(1));
         // Image columns 2j (evens) and 2j + 1 (odds) for j = j0..j0 + 16, zero past the row.
         let split = |row: &[f32], j0: usize| {
             let n = w.saturating_sub(2 * j0);
@@ -215,10 +213,7 @@ impl Wino512 {
             unsafe {
                 let a = _mm512_maskz_loadu_ps(lanes(n, 0), row.as_ptr().wrapping_add(2 * j0));
                 let b = _mm512_maskz_loadu_ps(lanes(n, V), row.as_ptr().wrapping_add(2 * j0 + V));
-                (
-                    _mm512_permutex2var_ps(a, idx_even, b),
-                    _mm512_permutex2var_ps(a, idx_odd, b),
-                )
+                evens_odds(a, b)
             }
         };
         for p in 0..2 * th + 2 {
@@ -242,18 +237,12 @@ impl Wino512 {
                             _mm512_castps_si512(odds),
                             _mm512_castps_si512(prev_odds),
                         ));
-                        let (e1, o0) = (odds, evens);
                         let o1 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
                             _mm512_castps_si512(next_evens),
                             _mm512_castps_si512(evens),
                         ));
                         prev_odds = odds;
-                        [
-                            _mm512_sub_ps(e0, e1),
-                            _mm512_add_ps(o0, e1),
-                            _mm512_sub_ps(e1, o0),
-                            _mm512_sub_ps(o0, o1),
-                        ]
+                        bt([e0, evens, odds, o1])
                     }
                     _ => [zero; 4],
                 };
@@ -277,8 +266,6 @@ impl Wino512 {
         let (tw, th, w) = (self.tw, self.th, self.g.w);
         let part = (th + 1) * tw;
         let zero = _mm512_setzero_ps();
-        let idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let idx_odd = _mm512_add_epi32(idx_even, _mm512_set1_epi32(1));
         let (ma, mb, ms) = (lanes(w, 0), lanes(w, V), lanes(tw, 0));
         let rp = r.as_mut_ptr();
         // SAFETY (all stores): k·2·part + at + tw ≤ 8·part for every row's `at` below; the
@@ -296,8 +283,7 @@ impl Wino512 {
                 let b = _mm512_maskz_loadu_ps(mb, xp.wrapping_add(V));
                 xp = xp.wrapping_add(w);
                 // Image columns 2j (padded 2j + 1) and 2j + 1 (padded 2j + 2).
-                let evens = _mm512_permutex2var_ps(a, idx_even, b);
-                let odds = _mm512_permutex2var_ps(a, idx_odd, b);
+                let (evens, odds) = evens_odds(a, b);
                 // Padded pixel 2j: image column 2j − 1; padded 2j + 3: image column 2j + 2.
                 let e0 = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
                     _mm512_castps_si512(odds),
@@ -307,10 +293,9 @@ impl Wino512 {
                     _mm512_setzero_si512(),
                     _mm512_castps_si512(evens),
                 ));
-                _mm512_mask_storeu_ps(at, ms, _mm512_sub_ps(e0, odds));
-                _mm512_mask_storeu_ps(at.add(2 * part), ms, _mm512_add_ps(evens, odds));
-                _mm512_mask_storeu_ps(at.add(4 * part), ms, _mm512_sub_ps(odds, evens));
-                _mm512_mask_storeu_ps(at.add(6 * part), ms, _mm512_sub_ps(evens, o1));
+                for (k, rk) in bt([e0, evens, odds, o1]).into_iter().enumerate() {
+                    _mm512_mask_storeu_ps(at.add(2 * k * part), ms, rk);
+                }
             }
         }
     }
@@ -337,14 +322,16 @@ impl Wino512 {
                     let dst = vp.add(((t / BLOCK) * XI * ci + c) * BLOCK + t % BLOCK + k * xs);
                     let even = rp.add(k * 2 * part + t);
                     let odd = even.add(part);
-                    let e0 = _mm512_loadu_ps(even);
-                    let e1 = _mm512_loadu_ps(even.add(tw));
-                    let o0 = _mm512_loadu_ps(odd);
-                    let o1 = _mm512_loadu_ps(odd.add(tw));
-                    _mm512_storeu_ps(dst, _mm512_sub_ps(e0, e1));
-                    _mm512_storeu_ps(dst.add(4 * xs), _mm512_add_ps(o0, e1));
-                    _mm512_storeu_ps(dst.add(8 * xs), _mm512_sub_ps(e1, o0));
-                    _mm512_storeu_ps(dst.add(12 * xs), _mm512_sub_ps(o0, o1));
+                    // Padded rows 2i, 2i + 1, 2i + 2, 2i + 3 of tile row i.
+                    let d = [
+                        _mm512_loadu_ps(even),
+                        _mm512_loadu_ps(odd),
+                        _mm512_loadu_ps(even.add(tw)),
+                        _mm512_loadu_ps(odd.add(tw)),
+                    ];
+                    for (a, va) in bt(d).into_iter().enumerate() {
+                        _mm512_storeu_ps(dst.add(4 * a * xs), va);
+                    }
                 }
             }
         }
@@ -453,6 +440,31 @@ impl Wino512 {
             }
         }
     }
+}
+
+/// `Bᵀ d` of four consecutive padded pixels (or rows) d0..d3, one tile a lane: the 1-D input
+/// transform that the column and row passes both apply.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn bt([d0, d1, d2, d3]: [__m512; 4]) -> [__m512; 4] {
+    [
+        _mm512_sub_ps(d0, d2),
+        _mm512_add_ps(d1, d2),
+        _mm512_sub_ps(d2, d1),
+        _mm512_sub_ps(d1, d3),
+    ]
+}
+
+/// The even and the odd elements of the 32 floats `a`, `b`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn evens_odds(a: __m512, b: __m512) -> (__m512, __m512) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    (
+        _mm512_permutex2var_ps(a, even, b),
+        _mm512_permutex2var_ps(a, odd, b),
+    )
 }
 
 /// U = G g Gᵀ of one 3 × 3 kernel (row-major), as 16 floats ξ = 4a + k, computed in f64.
