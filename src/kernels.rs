@@ -173,21 +173,45 @@ pub fn describe() -> String {
     format!("conv {conv}, simd {simd}")
 }
 
-/// Splits the images `0..n` into at most [`SUM_PARTS`] contiguous ranges (fixed by `n` alone),
-/// runs `part` on each range in parallel (it returns a sum of `len` floats over its images, e.g.
-/// a weight gradient) and adds the parts up in range order.
+/// The contiguous ranges (fixed by `n` alone) that a sum over a batch's `n` images is split
+/// into: at most [`SUM_PARTS`], all of one length but the last.
+pub(crate) fn image_parts(n: usize) -> Vec<std::ops::Range<usize>> {
+    let per = n.div_ceil(SUM_PARTS.min(n.max(1))).max(1);
+    (0..n.div_ceil(per))
+        .map(|i| i * per..((i + 1) * per).min(n))
+        .collect()
+}
+
+/// How a sum over the images of a batch is split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Parts {
+    /// Into the [`image_parts`] of the batch, summed in parallel.
+    Split,
+    /// The images given are one of those parts (the caller split the batch): one sum, on this
+    /// thread.
+    One,
+}
+
+/// Runs `part` on each of the [`image_parts`] of `0..n` in parallel (it returns a sum of `len`
+/// floats over its images, e.g. a weight gradient) and adds the parts up in range order; with
+/// [`Parts::One`], `part(0..n)` alone.
 fn sum_over_images(
     n: usize,
     len: usize,
+    parts: Parts,
     part: impl Fn(std::ops::Range<usize>) -> Vec<f32> + Sync,
 ) -> Vec<f32> {
     use rayon::prelude::*;
-    let per = n.div_ceil(SUM_PARTS.min(n.max(1))).max(1);
-    let partials: Vec<Vec<f32>> = (0..n.div_ceil(per))
-        .into_par_iter()
-        .map(|i| part(i * per..((i + 1) * per).min(n)))
-        .collect();
-    let mut parts = partials.into_iter();
+    if parts == Parts::One {
+        return part(0..n);
+    }
+    let partials: Vec<Vec<f32>> = image_parts(n).into_par_iter().map(&part).collect();
+    add_in_order(partials, len)
+}
+
+/// The sum of `parts` (each `len` floats), added in their order.
+pub(crate) fn add_in_order(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut parts = parts.into_iter();
     let mut total = parts.next().unwrap_or_else(|| vec![0f32; len]);
     for part in parts {
         total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);

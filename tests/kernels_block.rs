@@ -76,6 +76,11 @@ fn fused_basic_block_matches_stock_ops_for_every_shortcut() -> Result<()> {
         ([1, 3, 6, 6], 7, 3, 2, BlockShortcut::PadA),
         ([2, 6, 5, 5], 6, 3, 1, BlockShortcut::None),
         ([2, 4, 6, 6], 4, 1, 1, BlockShortcut::Identity),
+        // Batches the backward pass splits into uneven parts of images (Winograd where the
+        // CPU has it: 16 channels of 8 × 8).
+        ([20, 16, 8, 8], 16, 3, 1, BlockShortcut::Identity),
+        ([17, 8, 8, 8], 16, 3, 2, BlockShortcut::PadA),
+        ([19, 6, 5, 5], 6, 3, 1, BlockShortcut::None),
     ];
     for (dims, co, k, stride, sc) in cases {
         let custom = block(dims, co, k, stride, sc, Backend::Custom)?;

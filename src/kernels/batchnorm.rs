@@ -217,7 +217,6 @@ impl CustomOp3 for BatchNormTrain {
     }
 }
 
-/// dx, dγ and dβ; with `relu`, the output gradient is first masked where the output was zero.
 /// Σ g and Σ g·(x − mean) over one channel plane, g = dy masked by y > 0 when `relu`.
 pub(crate) fn grad_sums(dy: &[f32], y: &[f32], x: &[f32], mean: f32, relu: bool) -> [f64; 2] {
     let (a, b) = simd::masked_sums(dy, y, x, mean, relu);
@@ -249,6 +248,7 @@ pub(crate) fn image_grad_sums(
         .collect()
 }
 
+/// dx, dγ and dβ; with `relu`, the output gradient is first masked where the output was zero.
 pub(crate) fn backward(
     x: &[f32],
     y: &[f32],
@@ -256,78 +256,92 @@ pub(crate) fn backward(
     gamma: &[f32],
     s: &Saved,
     relu: bool,
-    dims: (usize, usize, usize),
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    backward_with(x, y, dy, gamma, s, relu, dims, None)
-}
-
-/// [`backward`], given the [`grad_sums`] of every plane (index image·C + channel) when the
-/// caller already has them.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_with(
-    x: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    gamma: &[f32],
-    s: &Saved,
-    relu: bool,
     (n, c, hw): (usize, usize, usize),
-    sums: Option<&[[f64; 2]]>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let planes: Vec<[f64; 2]> = match sums {
-        Some(p) => p.to_vec(),
-        None => (0..n * c)
-            .into_par_iter()
-            .map(|at| {
-                grad_sums(
-                    &dy[at * hw..][..hw],
-                    &y[at * hw..][..hw],
-                    &x[at * hw..][..hw],
-                    s.mean[at % c.max(1)],
-                    relu,
-                )
-            })
-            .collect(),
-    };
-    let sums: Vec<(f64, f64)> = (0..c)
-        .map(|ch| {
-            (0..n).fold((0.0, 0.0), |(a, b), i| {
-                (a + planes[i * c + ch][0], b + planes[i * c + ch][1])
-            })
+    let planes: Vec<[f64; 2]> = (0..n * c)
+        .into_par_iter()
+        .map(|at| {
+            grad_sums(
+                &dy[at * hw..][..hw],
+                &y[at * hw..][..hw],
+                &x[at * hw..][..hw],
+                s.mean[at % c.max(1)],
+                relu,
+            )
         })
         .collect();
-    let count = (n * hw).max(1) as f64;
-    let dbeta: Vec<f32> = sums.iter().map(|&(sg, _)| sg as f32).collect();
-    let dgamma: Vec<f32> = (0..c)
-        .map(|ch| (sums[ch].1 * s.invstd[ch] as f64) as f32)
-        .collect();
-    // dx = γ/σ · (g − mean(g) − x̂ · mean(g x̂)) = a·g + b·x + d per channel.
-    let coef: Vec<(f32, f32, f32)> = (0..c)
-        .map(|ch| {
-            let (istd, m) = (s.invstd[ch] as f64, s.mean[ch] as f64);
-            let a = gamma[ch] as f64 * istd;
-            let k1 = sums[ch].0 / count;
-            let k2 = sums[ch].1 * istd / count;
-            let b = -a * istd * k2;
-            (a as f32, b as f32, (a * (istd * k2 * m - k1)) as f32)
-        })
-        .collect();
+    let coefs = GradCoefs::new(&planes, gamma, s, (n, c, hw));
     let mut dx = pool::take(x.len());
     dx.par_chunks_mut((c * hw).max(1))
         .enumerate()
-        .for_each(|(i, dxi)| {
-            for (ch, &(a, b, d)) in coef.iter().enumerate() {
-                let at = (i * c + ch) * hw;
-                let out = &mut dxi[ch * hw..(ch + 1) * hw];
-                simd::bn_dx(
-                    &dy[at..at + hw],
-                    &y[at..at + hw],
-                    &x[at..at + hw],
-                    (a, b, d),
-                    relu,
-                    out,
-                );
-            }
-        });
-    (dx, dgamma, dbeta)
+        .for_each(|(i, dxi)| coefs.image_dx(i, (dy, y, x), relu, dxi));
+    (dx, coefs.dgamma, coefs.dbeta)
 }
+
+/// What the backward pass needs per channel once the gradient sums of every plane are known:
+/// dγ, dβ and the coefficients of dx.
+pub(crate) struct GradCoefs {
+    pub dgamma: Vec<f32>,
+    pub dbeta: Vec<f32>,
+    /// dx = a·g + b·x + d per channel: (a, b, d).
+    coef: Vec<(f32, f32, f32)>,
+}
+
+impl GradCoefs {
+    /// From the [`grad_sums`] of every plane (index image·C + channel).
+    pub(crate) fn new(
+        planes: &[[f64; 2]],
+        gamma: &[f32],
+        s: &Saved,
+        (n, c, hw): (usize, usize, usize),
+    ) -> Self {
+        let sums: Vec<(f64, f64)> = (0..c)
+            .map(|ch| {
+                (0..n).fold((0.0, 0.0), |(a, b), i| {
+                    (a + planes[i * c + ch][0], b + planes[i * c + ch][1])
+                })
+            })
+            .collect();
+        let count = (n * hw).max(1) as f64;
+        let dbeta: Vec<f32> = sums.iter().map(|&(sg, _)| sg as f32).collect();
+        let dgamma: Vec<f32> = (0..c)
+            .map(|ch| (sums[ch].1 * s.invstd[ch] as f64) as f32)
+            .collect();
+        // dx = γ/σ · (g − mean(g) − x̂ · mean(g x̂)) = a·g + b·x + d per channel.
+        let coef: Vec<(f32, f32, f32)> = (0..c)
+            .map(|ch| {
+                let (istd, m) = (s.invstd[ch] as f64, s.mean[ch] as f64);
+                let a = gamma[ch] as f64 * istd;
+                let k1 = sums[ch].0 / count;
+                let k2 = sums[ch].1 * istd / count;
+                let b = -a * istd * k2;
+                (a as f32, b as f32, (a * (istd * k2 * m - k1)) as f32)
+            })
+            .collect();
+        GradCoefs {
+            dgamma,
+            dbeta,
+            coef,
+        }
+    }
+
+    /// dx of image `i` into `out` (C × H × W) from the whole batch's output gradient, output
+    /// and input `(dy, y, x)`; with `relu`, dy is masked where y is zero.
+    pub(crate) fn image_dx(&self, i: usize, (dy, y, x): Batch3, relu: bool, out: &mut [f32]) {
+        let (c, hw) = (self.coef.len(), out.len() / self.coef.len().max(1));
+        for (ch, &(a, b, d)) in self.coef.iter().enumerate() {
+            let at = (i * c + ch) * hw;
+            simd::bn_dx(
+                &dy[at..at + hw],
+                &y[at..at + hw],
+                &x[at..at + hw],
+                (a, b, d),
+                relu,
+                &mut out[ch * hw..(ch + 1) * hw],
+            );
+        }
+    }
+}
+
+/// Three whole-batch buffers of one shape.
+pub(crate) type Batch3<'a> = (&'a [f32], &'a [f32], &'a [f32]);

@@ -7,7 +7,7 @@
 use super::batchnorm::{self, Saved};
 use super::conv::{self, ConvGeometry};
 use super::eltwise::ShortcutA;
-use super::{cpu_tensor, pool, simd};
+use super::{Parts, cpu_tensor, pool, simd};
 use candle_core::{Result, Tensor, bail};
 use rayon::prelude::*;
 
@@ -268,36 +268,104 @@ impl BlockShape {
             .collect();
         let sums2 = sums2.concat();
         let (gamma1, gamma2) = (&p[o[1]..o[2]], &p[o[4]..o[5]]);
-        let (dz2, dgamma2, dbeta2) =
-            batchnorm::backward_with(&s.z2, &s.z2, &g, gamma2, &s.bn2, false, dims, Some(&sums2));
-        let (dy1, sums1) = conv::backward_input_map(&dz2, &p[o[3]..o[4]], g2, |i, d| {
-            batchnorm::image_grad_sums(i, d, &s.y1, &s.z1, &s.bn1, true, hw)
-        });
-        let dw2 = conv::backward_weight(&s.y1, &dz2, g2);
-        pool::give(dz2);
-        let sums1 = sums1.concat();
-        let (dz1, dgamma1, dbeta1) =
-            batchnorm::backward_with(&s.z1, &s.y1, &dy1, gamma1, &s.bn1, true, dims, Some(&sums1));
-        pool::give(dy1);
-        let dw1 = conv::backward_weight(x, &dz1, g1);
-        let dx = need_dx.then(|| {
-            let mut dx = conv::backward_input(&dz1, &p[o[0]..o[1]], g1);
-            match self.shortcut {
-                BlockShortcut::None => {}
-                BlockShortcut::Identity => {
-                    dx.par_chunks_mut(1 << 14)
-                        .zip(g.par_chunks(1 << 14))
-                        .for_each(|(d, g)| {
-                            d.iter_mut().zip(g).for_each(|(d, g)| *d += g);
-                        });
+        let (w1, w2) = (&p[o[0]..o[1]], &p[o[3]..o[4]]);
+        let parts = super::image_parts(g1.n);
+        let per = parts.first().map_or(1, |r| r.len());
+        // Image by image (in the fixed parts of the weight-gradient sums, so the sums are the
+        // same as over the whole batch): each batch norm's input gradient is made, fed to the
+        // convolution's input and weight gradients and (second convolution) the first batch
+        // norm's sums while it is in cache.
+        let coefs2 = batchnorm::GradCoefs::new(&sums2, gamma2, &s.bn2, dims);
+        let dx2 = conv::Rotated::new(w2, g2).expect("a block's second convolution has stride 1");
+        let mut dz2 = pool::take(g.len());
+        let mut dy1 = pool::take(g.len());
+        let done: Vec<(Vec<f32>, Vec<[f64; 2]>)> = (dz2.par_chunks_mut(per * out_len))
+            .zip(dy1.par_chunks_mut(per * out_len))
+            .zip(&parts)
+            .map(|((dz, d1), images)| {
+                let mut sums = Vec::with_capacity(images.len() * g1.co);
+                let each = dz
+                    .chunks_exact_mut(out_len)
+                    .zip(d1.chunks_exact_mut(out_len));
+                for (i, (dz, d1)) in images.clone().zip(each) {
+                    coefs2.image_dx(i, (&g, &s.z2, &s.z2), false, dz);
+                    dx2.image(dz, super::next_image(&s.z2, i, out_len), d1);
+                    let bn1 = batchnorm::image_grad_sums(i, d1, &s.y1, &s.z1, &s.bn1, true, hw);
+                    sums.extend(bn1);
                 }
-                BlockShortcut::PadA => self.shortcut_a().backward_add(&g, &mut dx),
+                let y1 = &s.y1[images.start * out_len..images.end * out_len];
+                let g2 = ConvGeometry {
+                    n: images.len(),
+                    ..*g2
+                };
+                (conv::backward_weight_in(y1, dz, &g2, Parts::One), sums)
+            })
+            .collect();
+        pool::give(dz2);
+        let (dw2, sums1): (Vec<_>, Vec<_>) = done.into_iter().unzip();
+        let dw2 = super::add_in_order(dw2, w2.len());
+        let coefs1 = batchnorm::GradCoefs::new(&sums1.concat(), gamma1, &s.bn1, dims);
+        // The input gradient goes along where the first convolution has stride 1 (a stride-2
+        // one takes the whole batch after).
+        let dx1 = need_dx.then(|| conv::Rotated::new(w1, g1)).flatten();
+        let in_len = g1.in_len();
+        let mut dx = pool::take(if dx1.is_some() { g1.n * in_len } else { 0 });
+        let dx_parts: Vec<&mut [f32]> = match dx1 {
+            Some(_) => dx.chunks_mut((per * in_len).max(1)).collect(),
+            None => parts.iter().map(|_| Default::default()).collect(),
+        };
+        let mut dz1 = pool::take(g.len());
+        let dw1: Vec<Vec<f32>> = (dz1.par_chunks_mut(per * out_len))
+            .zip(dx_parts)
+            .zip(&parts)
+            .map(|((dz, dxp), images)| {
+                for (k, i) in images.clone().enumerate() {
+                    let dz = &mut dz[k * out_len..][..out_len];
+                    coefs1.image_dx(i, (&dy1, &s.y1, &s.z1), true, dz);
+                    if let Some(dx1) = &dx1 {
+                        let dxi = &mut dxp[k * in_len..][..in_len];
+                        dx1.image(dz, super::next_image(&dy1, i, out_len), dxi);
+                        self.shortcut_backward(&g[i * out_len..][..out_len], dxi);
+                    }
+                }
+                let xs = &x[images.start * in_len..images.end * in_len];
+                let g1 = ConvGeometry {
+                    n: images.len(),
+                    ..*g1
+                };
+                conv::backward_weight_in(xs, dz, &g1, Parts::One)
+            })
+            .collect();
+        pool::give(dy1);
+        let dw1 = super::add_in_order(dw1, w1.len());
+        let dx = match dx1 {
+            Some(_) => need_dx.then_some(dx),
+            None => {
+                pool::give(dx);
+                need_dx.then(|| {
+                    let mut dx = conv::backward_input(&dz1, w1, g1);
+                    let each = dx.par_chunks_mut(in_len.max(1));
+                    each.zip(g.par_chunks(out_len.max(1)))
+                        .for_each(|(dxi, gi)| self.shortcut_backward(gi, dxi));
+                    dx
+                })
             }
-            dx
-        });
+        };
         pool::give(dz1);
         pool::give(g);
+        let (dgamma1, dbeta1) = (coefs1.dgamma, coefs1.dbeta);
+        let (dgamma2, dbeta2) = (coefs2.dgamma, coefs2.dbeta);
         (dx, [dw1, dgamma1, dbeta1, dw2, dgamma2, dbeta2].concat())
+    }
+
+    /// Adds the shortcut's share of one image's input gradient into `dx`, from the gradient `g`
+    /// at the block's output.
+    fn shortcut_backward(&self, g: &[f32], dx: &mut [f32]) {
+        match self.shortcut {
+            BlockShortcut::None => {}
+            BlockShortcut::Identity => dx.iter_mut().zip(g).for_each(|(d, g)| *d += g),
+            BlockShortcut::PadA => self.shortcut_a().backward_add_image(g, dx),
+        }
     }
 
     fn shortcut_a(&self) -> ShortcutA {

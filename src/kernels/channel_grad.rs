@@ -9,6 +9,7 @@
 //! 16 input channels (24 accumulators): per output pixel it loads 3·NC input vectors and
 //! broadcasts NO output-gradient values, 11 loads per 24 FMAs for 16 input channels and 10 for 32.
 
+use super::Parts;
 use super::conv::ConvGeometry;
 use super::gemm::with_scratch;
 use super::simd;
@@ -35,7 +36,7 @@ fn outputs(ci: usize) -> usize {
 }
 
 /// dW (O, C, 3, 3) of a 3 × 3 convolution, summed over the batch.
-pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts) -> Vec<f32> {
     assert!(
         suits(g),
         "channel weight gradient: unsupported CPU or shape {g:?}"
@@ -51,7 +52,7 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
         last < hp * wp,
         "channel weight gradient: taps reach past the image"
     );
-    let total = super::sum_over_images(g.n, 9 * co * ci, |images| {
+    let total = super::sum_over_images(g.n, 9 * co * ci, parts, |images| {
         // acc[ky][o][kx][c]
         let mut acc = vec![0f32; 9 * co * ci];
         with_scratch(hp * wp * ci, |xt| {
@@ -162,7 +163,7 @@ mod tests {
             let (x, dy) = (data(n * ci * h * w, 1), data(n * co * g.ho * g.wo, 3));
             let wt = data(co * ci * 9, 2);
             let Plain { dw, .. } = Plain::new(&g, &x, &wt, &dy);
-            for (a, b) in weight_grad(&x, &dy, &g).iter().zip(&dw) {
+            for (a, b) in weight_grad(&x, &dy, &g, Parts::Split).iter().zip(&dw) {
                 assert!((*a as f64 - b).abs() < 1e-3, "{g:?}: {a} vs {b}");
             }
         }

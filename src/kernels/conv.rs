@@ -6,7 +6,7 @@
 
 use super::gemm::{View, matmul, with_scratch};
 use super::im2col::{col2im_add, im2col, im2row};
-use super::{cpu_f32, cpu_tensor, with_f32};
+use super::{Parts, cpu_f32, cpu_tensor, with_f32};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
@@ -67,7 +67,7 @@ impl ConvGeometry {
     fn p(&self) -> usize {
         self.ho * self.wo
     }
-    fn in_len(&self) -> usize {
+    pub(crate) fn in_len(&self) -> usize {
         self.ci * self.h * self.w
     }
     fn out_len(&self) -> usize {
@@ -207,7 +207,7 @@ pub(crate) fn forward_with(
     g: &ConvGeometry,
     epilogue: Option<Epilogue>,
 ) -> Vec<f32> {
-    forward_finished(x, w, g, epilogue.as_ref(), |_, _| ()).0
+    forward_finished(x, &Prepared::new(w, g), epilogue.as_ref(), |_, _| ()).0
 }
 
 /// [`forward`], then `post(image, output)` on each image while its output is in cache; returns
@@ -218,18 +218,17 @@ pub(crate) fn forward_map<T: Send>(
     g: &ConvGeometry,
     post: impl Fn(usize, &mut [f32]) -> T + Sync,
 ) -> (Vec<f32>, Vec<T>) {
-    forward_finished(x, w, g, None, post)
+    forward_finished(x, &Prepared::new(w, g), None, post)
 }
 
-/// [`forward_map`] with an optional `epilogue` applied before `post`.
+/// [`forward_map`] with the weight `prepared` and an optional `epilogue` applied before `post`.
 fn forward_finished<T: Send>(
     x: &[f32],
-    w: &[f32],
-    g: &ConvGeometry,
+    prepared: &Prepared,
     epilogue: Option<&Epilogue>,
     post: impl Fn(usize, &mut [f32]) -> T + Sync,
 ) -> (Vec<f32>, Vec<T>) {
-    let prepared = Prepared::new(w, g);
+    let g = &prepared.g;
     let in_len = g.in_len();
     let mut out = super::pool::take(g.n * g.out_len());
     let extra = out
@@ -289,6 +288,20 @@ impl<'a> Prepared<'a> {
     pub fn new(w: &'a [f32], g: &ConvGeometry) -> Self {
         let kernel = Self::kernel(w, g);
         Prepared { g: *g, kernel }
+    }
+
+    /// The same kernel, holding its weight.
+    fn into_owned(self) -> Prepared<'static> {
+        let kernel = match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wino512(k) => Kernel::Wino512(k),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Direct512(k) => Kernel::Direct512(k),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Direct(k) => Kernel::Direct(k),
+            Kernel::Gemm(w) => Kernel::Gemm(w.into_owned().into()),
+        };
+        Prepared { g: self.g, kernel }
     }
 
     /// The fastest kernel this CPU and the choice of [`super::set_conv_kernels`] allow for `g`.
@@ -383,32 +396,8 @@ pub(crate) fn backward_input_map<T: Send>(
     g: &ConvGeometry,
     post: impl Fn(usize, &mut [f32]) -> T + Sync,
 ) -> (Vec<f32>, Vec<T>) {
-    let kk = g.ksize * g.ksize;
-    if g.stride == 1 && g.pad < g.ksize {
-        // Full correlation with the kernel rotated by 180 degrees and in/out channels swapped.
-        let mut rot = vec![0f32; w.len()];
-        for o in 0..g.co {
-            for c in 0..g.ci {
-                let src = &w[(o * g.ci + c) * kk..(o * g.ci + c + 1) * kk];
-                let dst = &mut rot[(c * g.co + o) * kk..(c * g.co + o + 1) * kk];
-                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                    *d = *s;
-                }
-            }
-        }
-        let (h, w) = (g.ho, g.wo);
-        let pad = g.ksize - 1 - g.pad;
-        let gt = ConvGeometry {
-            ci: g.co,
-            h,
-            w,
-            co: g.ci,
-            pad,
-            ho: g.h,
-            wo: g.w,
-            ..*g
-        };
-        return forward_map(dy, &rot, &gt, post);
+    if let Some(rotated) = Rotated::new(w, g) {
+        return forward_finished(dy, &rotated.0, None, post);
     }
     #[cfg(target_arch = "x86_64")]
     if g.stride == 2 && super::direct512::available(g) {
@@ -431,17 +420,70 @@ pub(crate) fn backward_input_map<T: Send>(
     (dx, extra)
 }
 
+/// The input gradient of a stride-1 convolution as a forward convolution, prepared once: the
+/// full correlation of the output gradient with the kernel rotated by 180 degrees, input and
+/// output channels swapped.
+pub(crate) struct Rotated(Prepared<'static>);
+
+impl Rotated {
+    /// The rotated convolution of `w` (O × C × k × k) for `g`, when `g` has stride 1 and its
+    /// padding is less than the kernel.
+    pub(crate) fn new(w: &[f32], g: &ConvGeometry) -> Option<Self> {
+        if g.stride != 1 || g.pad >= g.ksize {
+            return None;
+        }
+        let kk = g.ksize * g.ksize;
+        let mut rot = vec![0f32; w.len()];
+        for o in 0..g.co {
+            for c in 0..g.ci {
+                let src = &w[(o * g.ci + c) * kk..(o * g.ci + c + 1) * kk];
+                let dst = &mut rot[(c * g.co + o) * kk..(c * g.co + o + 1) * kk];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+        let gt = ConvGeometry {
+            ci: g.co,
+            h: g.ho,
+            w: g.wo,
+            co: g.ci,
+            pad: g.ksize - 1 - g.pad,
+            ho: g.h,
+            wo: g.w,
+            ..*g
+        };
+        Some(Rotated(Prepared::new(&rot, &gt).into_owned()))
+    }
+
+    /// The input gradient of one image: `dy` (O × Ho × Wo) into `dx` (C × H × W), prefetching
+    /// `ahead` where the kernel can.
+    pub(crate) fn image(&self, dy: &[f32], ahead: &[f32], dx: &mut [f32]) {
+        self.0.image_ahead(dy, ahead, dx);
+    }
+}
+
 /// The gradient with respect to the weight: per thread, a sum over its images.
 pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    backward_weight_in(x, dy, g, Parts::Split)
+}
+
+/// [`backward_weight`] summed over the images as `parts` says.
+pub(crate) fn backward_weight_in(
+    x: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    parts: Parts,
+) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if super::direct_grad::available(g) {
-        return super::direct_grad::weight_grad(x, dy, g);
+        return super::direct_grad::weight_grad(x, dy, g, parts);
     }
     if g.stride == 1 {
-        return super::weight_grad::stride1(x, dy, g);
+        return super::weight_grad::stride1(x, dy, g, parts);
     }
     let (k, p, in_len, out_len) = (g.k(), g.p(), g.in_len(), g.out_len());
-    super::sum_over_images(g.n, g.co * k, |images| {
+    super::sum_over_images(g.n, g.co * k, parts, |images| {
         let mut acc = vec![0f32; g.co * k];
         for i in images.clone() {
             let dyi = View::rows(&dy[i * out_len..(i + 1) * out_len], p);

@@ -10,6 +10,7 @@
 //! over the images of its part of the batch; the parts (fixed by the batch size, not the thread
 //! count) are added in order at the end.
 
+use super::Parts;
 use super::conv::ConvGeometry;
 use super::direct::Planes;
 use super::gemm::with_scratch;
@@ -43,22 +44,23 @@ const ACC512: usize = 24;
 
 /// dW (O, C, 3, 3) of a 3 × 3 convolution, summed over the batch, with the widest kernels the
 /// CPU has and [`super::conv_family`] allows.
-pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    weight_grad_in(x, dy, g, super::conv_family() == super::ConvFamily::Avx512)
+pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts) -> Vec<f32> {
+    let wide = super::conv_family() == super::ConvFamily::Avx512;
+    weight_grad_in(x, dy, g, wide, parts)
 }
 
 /// [`weight_grad`] with the AVX-512 kernels when `wide` (and the CPU has them), else AVX2.
-fn weight_grad_in(x: &[f32], dy: &[f32], g: &ConvGeometry, wide: bool) -> Vec<f32> {
+fn weight_grad_in(x: &[f32], dy: &[f32], g: &ConvGeometry, wide: bool, parts: Parts) -> Vec<f32> {
     if wide && super::channel_grad::suits(g) {
-        return super::channel_grad::weight_grad(x, dy, g);
+        return super::channel_grad::weight_grad(x, dy, g, parts);
     }
     if wide && std::is_x86_feature_detected!("avx512f") && g.co.is_multiple_of(W) {
-        return weight_grad_with(x, dy, g, W, |offs, nv, src, grad, dst| {
+        return weight_grad_with(x, dy, (g, parts), W, |offs, nv, src, grad, dst| {
             // SAFETY: AVX-512F present (checked above); the bounds are `weight_grad_with`'s.
             unsafe { tile512(offs, nv, src, grad, dst) }
         });
     }
-    weight_grad_with(x, dy, g, V, |offs, nv, src, grad, dst| {
+    weight_grad_with(x, dy, (g, parts), V, |offs, nv, src, grad, dst| {
         // SAFETY: AVX2 and FMA present (`weight_grad_with` asserts `direct::supported`);
         // the bounds are `weight_grad_with`'s.
         unsafe {
@@ -84,7 +86,7 @@ type Src = (*const f32, usize, usize, usize);
 fn weight_grad_with(
     x: &[f32],
     dy: &[f32],
-    g: &ConvGeometry,
+    (g, parts): (&ConvGeometry, Parts),
     lanes: usize,
     tile: impl Fn(&[usize], usize, Src, (*const f32, usize), (*mut f32, usize)) + Sync,
 ) -> Vec<f32> {
@@ -128,7 +130,7 @@ fn weight_grad_with(
         }
         ob += nv * lanes;
     }
-    let total = super::sum_over_images(g.n, ci * 9 * co, |images| {
+    let total = super::sum_over_images(g.n, ci * 9 * co, parts, |images| {
         // acc[pair][o]: the gradient of weight (o, c, t) for pair c·9 + t.
         let mut acc = vec![0f32; ci * 9 * co];
         with_scratch(ci * plane + p * co, |buf| {
@@ -323,7 +325,10 @@ mod tests {
                 if !co.is_multiple_of(if wide { W } else { V }) {
                     continue;
                 }
-                for (a, b) in weight_grad_in(&x, &dy, &g, wide).iter().zip(&dw) {
+                for (a, b) in weight_grad_in(&x, &dy, &g, wide, Parts::Split)
+                    .iter()
+                    .zip(&dw)
+                {
                     assert!(
                         (*a as f64 - b).abs() < 1e-3,
                         "weight gradient {g:?}, avx512 {wide}: {a} vs {b}"

@@ -137,22 +137,26 @@ impl ShortcutA {
     }
 
     /// The adjoint of [`ShortcutA::forward`], added into `dx` (N × C × H × W).
-    pub(crate) fn backward_add(&self, dy: &[f32], dx: &mut [f32]) {
-        let (c, h, w, ho, wo, gc) = (self.c, self.h, self.w, self.ho(), self.wo(), self.out_c);
-        dx.par_chunks_mut((c * h * w).max(1))
-            .enumerate()
-            .for_each(|(i, dxi)| {
-                for ch in 0..c {
-                    let src = &dy[(i * gc + self.low() + ch) * ho * wo..][..ho * wo];
-                    let dst = &mut dxi[ch * h * w..][..h * w];
-                    for oy in 0..ho {
-                        let row = &mut dst[2 * oy * w..][..w];
-                        for (d, s) in row.iter_mut().step_by(2).zip(&src[oy * wo..(oy + 1) * wo]) {
-                            *d += *s;
-                        }
-                    }
+    fn backward_add(&self, dy: &[f32], dx: &mut [f32]) {
+        let (in_len, out_len) = (self.c * self.h * self.w, self.out_c * self.ho() * self.wo());
+        dx.par_chunks_mut(in_len.max(1))
+            .zip(dy.par_chunks(out_len.max(1)))
+            .for_each(|(dxi, dyi)| self.backward_add_image(dyi, dxi));
+    }
+
+    /// [`ShortcutA::backward_add`] of one image: `dy` (O × Ho × Wo) into `dx` (C × H × W).
+    pub(crate) fn backward_add_image(&self, dy: &[f32], dx: &mut [f32]) {
+        let (c, h, w, ho, wo) = (self.c, self.h, self.w, self.ho(), self.wo());
+        for ch in 0..c {
+            let src = &dy[(self.low() + ch) * ho * wo..][..ho * wo];
+            let dst = &mut dx[ch * h * w..][..h * w];
+            for oy in 0..ho {
+                let row = &mut dst[2 * oy * w..][..w];
+                for (d, s) in row.iter_mut().step_by(2).zip(&src[oy * wo..(oy + 1) * wo]) {
+                    *d += *s;
                 }
-            });
+            }
+        }
     }
 
     /// The gradient with respect to the input.

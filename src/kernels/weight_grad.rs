@@ -6,13 +6,14 @@
 //! image, and `dW[ky] (k·C × O) = view (k·C × Q) · dyᵀ (Q × O)` is one GEMM per image and
 //! kernel row. Output positions with ox ≥ Wo are garbage and get zero gradient.
 
+use super::Parts;
 use super::conv::ConvGeometry;
 use super::copy_row;
 use super::gemm::{View, matmul, with_scratch};
 use super::simd;
 
 /// dW (O, C, k, k) of a stride-1 convolution, summed over the batch.
-pub(crate) fn stride1(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+pub(crate) fn stride1(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts) -> Vec<f32> {
     debug_assert_eq!(g.stride, 1);
     let (k, ci, co) = (g.ksize, g.ci, g.co);
     let (wp, hp) = (g.w + 2 * g.pad, g.h + 2 * g.pad);
@@ -21,7 +22,7 @@ pub(crate) fn stride1(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     // Pixels of the padded image plus k of slack read by the last (garbage) positions.
     let xt_len = (hp * wp + k) * ci;
     let (in_len, out_len) = (ci * g.h * g.w, co * g.ho * g.wo);
-    let total = super::sum_over_images(g.n, k * co * kci, |images| {
+    let total = super::sum_over_images(g.n, k * co * kci, parts, |images| {
         let mut acc = vec![0f32; k * co * kci];
         with_scratch(xt_len + co * q, |buf| {
             let (xt, dyg) = buf.split_at_mut(xt_len);
