@@ -2,11 +2,12 @@
 //! and clear errors.
 #![cfg(feature = "hdf5")]
 
-use std::path::Path;
+mod common;
 
-use std::process::{Command, Output};
+use std::path::Path;
 use std::sync::Arc;
 
+use common::h5::{images, sized_h5};
 use resnet_tui::data::{
     Augment, Layout, Loader, LoaderConfig, NormStats, Normalize, Source, convert_cifar_to_hdf5,
     convert_hdf5_to_cifar, crop_flip_side, load,
@@ -213,58 +214,6 @@ fn negative_labels_are_refused_with_their_index() {
 }
 
 /// Pixel (image i, row y, column x, channel c) of the generated files: every value tells its place.
-fn px(i: usize, y: usize, x: usize, c: usize) -> u8 {
-    ((i * 53 + y * 7 + x * 3 + c * 101) % 256) as u8
-}
-
-/// `n` images of `side` x `side` as NHWC or NCHW bytes.
-fn images(n: usize, side: usize, layout: Layout) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n * 3 * side * side);
-    for i in 0..n {
-        match layout {
-            Layout::Nhwc => {
-                for y in 0..side {
-                    for x in 0..side {
-                        out.extend((0..3).map(|c| px(i, y, x, c)));
-                    }
-                }
-            }
-            Layout::Nchw => {
-                for c in 0..3 {
-                    for y in 0..side {
-                        out.extend((0..side).map(|x| px(i, y, x, c)));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A file whose train and test groups hold `n` images of `train_side` and `test_side`.
-fn sized_h5(path: &Path, n: usize, train_side: usize, test_side: usize, layout: Layout) {
-    let f = hdf5::File::create(path).unwrap();
-    for (g, side) in [("train", train_side), ("test", test_side)] {
-        let shape = match layout {
-            Layout::Nhwc => vec![n, side, side, 3],
-            Layout::Nchw => vec![n, 3, side, side],
-        };
-        f.new_dataset::<u8>()
-            .shape(shape)
-            .create(format!("{g}/images").as_str())
-            .unwrap()
-            .write_raw(&images(n, side, layout))
-            .unwrap();
-        let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-        f.new_dataset::<u8>()
-            .shape(vec![n])
-            .create(format!("{g}/labels").as_str())
-            .unwrap()
-            .write_raw(&labels)
-            .unwrap();
-    }
-}
-
 #[test]
 fn images_of_64x64_load_at_their_size_in_either_layout_and_batch_at_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -347,63 +296,5 @@ fn images_that_are_not_square_or_differ_between_train_and_test_are_refused_by_na
             .train
             .side,
         3
-    );
-}
-
-fn train(h5: &Path, runs: &Path, extra: &[&str]) -> Output {
-    let sets = [
-        "data.source=\"hdf5\"",
-        "model=\"resnet8\"",
-        "train.batch_size=4",
-        "train.max_steps=2",
-        "train.threads=2",
-        "log.every_steps=1",
-        "eval.every_steps=0",
-        "device=\"cpu\"",
-    ];
-    Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
-        .args(["--headless", "--config", "/dev/null", "--data"])
-        .arg(h5)
-        .arg("--runs-dir")
-        .arg(runs)
-        .args(sets.iter().chain(extra).flat_map(|s| ["--set", s]))
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
-}
-
-#[test]
-fn a_net_trains_on_48x48_images_and_a_checkpoint_of_another_size_does_not_resume_on_them() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (big, small) = (tmp.path().join("big.h5"), tmp.path().join("small.h5"));
-    sized_h5(&big, 8, 48, 48, Layout::Nhwc);
-    sized_h5(&small, 8, 32, 32, Layout::Nhwc);
-    let o = train(&big, &tmp.path().join("runs"), &[]);
-    assert!(o.status.success(), "{}", text(&o));
-
-    let o = train(&small, &tmp.path().join("small-runs"), &[]);
-    assert!(o.status.success(), "{}", text(&o));
-    let run = std::fs::read_dir(tmp.path().join("small-runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let o = Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
-        .args(["--headless", "--resume"])
-        .arg(&run)
-        .arg("--set")
-        .arg(format!("data.path={:?}", big.display().to_string()))
-        .args(["--set", "train.max_steps=4"])
-        .output()
-        .unwrap();
-    let t = text(&o);
-    assert!(!o.status.success(), "{t}");
-    assert!(
-        t.contains("trained on 32x32 images") && t.contains("the data's images are 48x48"),
-        "{t}"
     );
 }

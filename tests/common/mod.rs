@@ -3,6 +3,8 @@
 
 pub mod conv;
 pub mod folder;
+#[cfg(feature = "hdf5")]
+pub mod h5;
 pub mod numeric;
 
 use std::path::{Path, PathBuf};
