@@ -88,11 +88,13 @@ pub(crate) fn forward_add_relu(
 
 /// What follows the normalisation.
 #[derive(Clone, Copy)]
-enum Output<'a> {
-    Plain { relu: bool },
+pub(crate) enum Output<'a> {
+    Plain {
+        relu: bool,
+    },
+    /// `relu(y + residual)`, the residual a whole batch like the input.
     AddRelu(&'a [f32]),
 }
-
 /// The sum and the sum of squared deviations from its own mean of one channel plane, both
 /// passes over data already in cache.
 pub(crate) fn plane_stats(p: &[f32]) -> [f64; 2] {
@@ -135,30 +137,57 @@ fn forward_impl(
         None if hw == 0 => vec![[0.0; 2]; n * c],
         None => x.par_chunks(hw).map(plane_stats).collect(),
     };
-    let (mean, var) = combine(&planes, (n, c, hw));
-    let invstd: Vec<f32> = var
-        .iter()
-        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
-        .collect();
-    let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
-    let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+    let (affine, saved) = Affine::new(&planes, gamma, beta, eps, (n, c, hw));
     let mut y = pool::take(x.len());
     y.par_chunks_mut((c * hw).max(1))
         .enumerate()
-        .for_each(|(i, yi)| {
-            for ch in 0..c {
-                let at = ch * hw;
-                let (xp, yp) = (&x[i * c * hw + at..][..hw], &mut yi[at..at + hw]);
-                match output {
-                    Output::Plain { relu } => simd::affine(xp, scale[ch], shift[ch], relu, yp),
-                    Output::AddRelu(r) => {
-                        let r = &r[i * c * hw + at..][..hw];
-                        simd::affine_add_relu(xp, scale[ch], shift[ch], r, yp)
-                    }
+        .for_each(|(i, yi)| affine.image(i, x, output, yi));
+    (y, saved)
+}
+
+/// One batch's normalisation as a per-channel scale and shift, to apply image by image.
+pub(crate) struct Affine {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    hw: usize,
+}
+
+impl Affine {
+    /// The scale and shift of a batch with per-plane statistics `planes` (index image·C +
+    /// channel), and the statistics the backward pass needs.
+    pub(crate) fn new(
+        planes: &[[f64; 2]],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f64,
+        (n, c, hw): (usize, usize, usize),
+    ) -> (Self, Saved) {
+        let (mean, var) = combine(planes, (n, c, hw));
+        let invstd: Vec<f32> = var
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+            .collect();
+        let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
+        let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+        let affine = Affine { scale, shift, hw };
+        (affine, Saved { mean, var, invstd })
+    }
+
+    /// Image `i` of the batch `x` (and of the residual in `output`), normalised into `y`.
+    pub(crate) fn image(&self, i: usize, x: &[f32], output: Output, y: &mut [f32]) {
+        let (c, hw) = (self.scale.len(), self.hw);
+        let at = i * c * hw;
+        for (ch, yp) in y[..c * hw].chunks_exact_mut(hw.max(1)).enumerate() {
+            let xp = &x[at + ch * hw..][..hw];
+            let (scale, shift) = (self.scale[ch], self.shift[ch]);
+            match output {
+                Output::Plain { relu } => simd::affine(xp, scale, shift, relu, yp),
+                Output::AddRelu(r) => {
+                    simd::affine_add_relu(xp, scale, shift, &r[at + ch * hw..][..hw], yp)
                 }
             }
-        });
-    (y, Saved { mean, var, invstd })
+        }
+    }
 }
 
 impl CustomOp3 for BatchNormTrain {

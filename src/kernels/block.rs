@@ -205,16 +205,13 @@ impl BlockShape {
         let (g1, g2) = (&self.g1, &self.g2);
         let dims = (g1.n, g1.co, g1.ho * g1.wo);
         let (z1, st1) = conv::forward_stats(x, &p[o[0]..o[1]], g1);
-        let (y1, bn1) = batchnorm::forward(
-            &z1,
-            Some(&st1),
-            &p[o[1]..o[2]],
-            &p[o[2]..o[3]],
-            self.eps,
-            true,
-            dims,
-        );
-        let (z2, st2) = conv::forward_stats(&y1, &p[o[3]..o[4]], g2);
+        let (gamma1, beta1) = (&p[o[1]..o[2]], &p[o[2]..o[3]]);
+        let (affine1, bn1) = batchnorm::Affine::new(&st1, gamma1, beta1, self.eps, dims);
+        // The first batch norm and ReLU image by image, each image then convolved from cache.
+        let mut y1 = pool::take(z1.len());
+        let relu = batchnorm::Output::Plain { relu: true };
+        let fill = |i: usize, yi: &mut [f32]| affine1.image(i, &z1, relu, yi);
+        let (z2, st2) = conv::forward_stats_filled(&mut y1, fill, &z1, &p[o[3]..o[4]], g2);
         let st2 = Some(&st2[..]);
         let (gamma2, beta2) = (&p[o[4]..o[5]], &p[o[5]..o[6]]);
         let (y, bn2) = match self.shortcut {

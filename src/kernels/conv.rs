@@ -262,6 +262,32 @@ pub(crate) fn forward_stats(x: &[f32], w: &[f32], g: &ConvGeometry) -> (Vec<f32>
     (out, per_image.concat())
 }
 
+/// [`forward_stats`] of an input made image by image: `fill(i, xi)` writes image i of `x` just
+/// before it is convolved, so the convolution reads it from cache; image i + 1 of `source` (what
+/// `fill` reads, the input's shape) is prefetched meanwhile.
+pub(crate) fn forward_stats_filled(
+    x: &mut [f32],
+    fill: impl Fn(usize, &mut [f32]) + Sync,
+    source: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+) -> (Vec<f32>, Vec<[f64; 2]>) {
+    let prepared = Prepared::new(w, g);
+    let (in_len, p) = (g.in_len().max(1), g.p().max(1));
+    let mut out = super::pool::take(g.n * g.out_len());
+    let stats: Vec<Vec<[f64; 2]>> = (out.par_chunks_mut(g.out_len().max(1)))
+        .zip(x.par_chunks_mut(in_len))
+        .enumerate()
+        .map(|(i, (o, xi))| {
+            fill(i, xi);
+            prepared.image_ahead(xi, super::next_image(source, i, in_len), o);
+            let planes = o.chunks_exact(p);
+            planes.map(super::batchnorm::plane_stats).collect()
+        })
+        .collect();
+    (out, stats.concat())
+}
+
 /// A convolution's weight in the layout its per-image kernel wants.
 pub(crate) struct Prepared<'a> {
     g: ConvGeometry,
