@@ -31,6 +31,8 @@ mod simd;
 mod testing;
 mod weight_grad;
 #[cfg(target_arch = "x86_64")]
+mod wino4;
+#[cfg(target_arch = "x86_64")]
 mod wino512;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor, bail};

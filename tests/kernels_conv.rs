@@ -93,7 +93,8 @@ proptest::proptest! {
 
     /// Random shapes of the AVX-512 Winograd kernel (on CPUs that have it): stride 1, padding
     /// 1, 8 or more channels on both sides, an even height, a width of 8 or a multiple of 16 and
-    /// a multiple of 16 tiles, with the output and input channel counts free.
+    /// a multiple of 16 tiles, with the output and input channel counts free (32 wide with a
+    /// height that is a multiple of 4: the F(4 × 4, 3 × 3) kernel).
     #[test]
     fn custom_3x3_conv2d_matches_stock_on_winograd_random_shapes(
         n in 1usize..3,

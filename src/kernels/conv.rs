@@ -299,6 +299,9 @@ enum Kernel<'a> {
     /// The AVX-512 Winograd kernel, for the stride-1 3 × 3 convolutions it can tile.
     #[cfg(target_arch = "x86_64")]
     Wino512(super::wino512::Wino512),
+    /// The AVX-512 Winograd F(4 × 4, 3 × 3) kernel, for the 16- and 32-wide images it tiles.
+    #[cfg(target_arch = "x86_64")]
+    Wino4(super::wino4::Wino4),
     /// The direct AVX-512 kernel, for 3 × 3 convolutions of stride 1 and 2 with padding 1.
     #[cfg(target_arch = "x86_64")]
     Direct512(super::direct512::Direct512),
@@ -322,6 +325,8 @@ impl<'a> Prepared<'a> {
             #[cfg(target_arch = "x86_64")]
             Kernel::Wino512(k) => Kernel::Wino512(k),
             #[cfg(target_arch = "x86_64")]
+            Kernel::Wino4(k) => Kernel::Wino4(k),
+            #[cfg(target_arch = "x86_64")]
             Kernel::Direct512(k) => Kernel::Direct512(k),
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct(k) => Kernel::Direct(k),
@@ -332,6 +337,10 @@ impl<'a> Prepared<'a> {
 
     /// The fastest kernel this CPU and the choice of [`super::set_conv_kernels`] allow for `g`.
     fn kernel(w: &'a [f32], g: &ConvGeometry) -> Kernel<'a> {
+        #[cfg(target_arch = "x86_64")]
+        if super::wino4::available(g) {
+            return Kernel::Wino4(super::wino4::Wino4::new(w, g));
+        }
         #[cfg(target_arch = "x86_64")]
         if super::wino512::available(g) {
             return Kernel::Wino512(super::wino512::Wino512::new(w, g));
@@ -357,6 +366,8 @@ impl<'a> Prepared<'a> {
             #[cfg(target_arch = "x86_64")]
             Kernel::Wino512(wino) => wino.image_finished(x, ahead, out, Some(epilogue)),
             #[cfg(target_arch = "x86_64")]
+            Kernel::Wino4(wino) => wino.image_finished(x, ahead, out, Some(epilogue)),
+            #[cfg(target_arch = "x86_64")]
             Kernel::Direct512(direct) => direct.image_finished(x, ahead, out, Some(epilogue)),
             _ => {
                 self.image_ahead(x, ahead, out);
@@ -371,6 +382,8 @@ impl<'a> Prepared<'a> {
         let w = match &self.kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Wino512(wino) => return wino.image_finished(x, ahead, out, None),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wino4(wino) => return wino.image_finished(x, ahead, out, None),
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct512(direct) => return direct.image(x, ahead, out),
             #[cfg(target_arch = "x86_64")]

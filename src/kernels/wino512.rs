@@ -24,13 +24,13 @@ use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 /// Lanes of a vector.
-const V: usize = 16;
+pub(super) const V: usize = 16;
 /// Output channels per product tile.
-const NO: usize = 8;
+pub(super) const NO: usize = 8;
 /// Tile vectors per product tile (and per block of V).
-const NV: usize = 3;
+pub(super) const NV: usize = 3;
 /// Tiles per block of V.
-const BLOCK: usize = NV * V;
+pub(super) const BLOCK: usize = NV * V;
 /// Transformed positions per tile (4 × 4).
 const XI: usize = 16;
 
@@ -485,7 +485,12 @@ fn transform_weight(k: &[f32]) -> [f32; 16] {
 /// # Safety
 /// AVX-512F present; `src` holds `ci` rows of 48 floats, `w` ci × 8 floats, `dst` 8 rows of 48.
 #[target_feature(enable = "avx512f")]
-unsafe fn product<const N: usize>(src: *const f32, w: *const f32, ci: usize, dst: *mut f32) {
+pub(super) unsafe fn product<const N: usize>(
+    src: *const f32,
+    w: *const f32,
+    ci: usize,
+    dst: *mut f32,
+) {
     let mut acc = [[_mm512_setzero_ps(); N]; NO];
     for c in 0..ci {
         // SAFETY (all pointer arithmetic): within the bounds the caller guarantees.

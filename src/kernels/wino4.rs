@@ -1,0 +1,376 @@
+//! 3 × 3 convolutions of stride 1 with padding 1 by Winograd's F(4 × 4, 3 × 3) (Lavin & Gray,
+//! 2016) in AVX-512: each 4 × 4 block of outputs comes from a 6 × 6 block of the padded input
+//! with 36 multiplications per input channel instead of 144, so the multiply part is 4 times
+//! smaller than a direct convolution's (F(2 × 2, 3 × 3) of [`super::wino512`]: 2.25 times), and
+//! the transformed input is 2.25 floats per input float instead of 4.
+//!
+//! Per image and input channel, per vector of 16 tiles (lane = tile): the 6 rows of each tile
+//! are gathered from the image rows with two-source permutes (16 tiles span 2 tile rows of a
+//! 32-wide image or 4 of a 16-wide one, so one permute serves 8 lanes), transformed along the
+//! columns (`d B`) and then along the rows (`Bᵀ d B`) in registers, and stored as
+//! V[tile block][ξ][channel][48] like [`super::wino512`]'s, whose product kernel computes
+//! `M[ξ] = U[ξ] V[ξ]` for 8 outputs × 48 tiles. The output transform `Aᵀ M A` gives 16 vectors
+//! of one output value per tile; two rounds of permutes turn them into whole 16-float runs of
+//! output rows, where the epilogue (bias, residual, ReLU) is applied and they are stored.
+//!
+//! Shapes: width 16 or 32, height a multiple of 4, and a tile count (H/4 · W/4) that is a
+//! multiple of 16 (CIFAR's 32 × 32 and 16 × 16; 8 × 8 stays with F(2 × 2)). The transforms'
+//! constants (up to 8 and 1/24) cost a few more bits than F(2 × 2)'s: results stay within the
+//! tests' tolerance of the direct convolution and are the same on every run.
+
+use super::conv::{ConvGeometry, Epilogue};
+use super::gemm::with_scratch;
+use super::wino512::{BLOCK, NO, NV, V, product};
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+
+/// Transformed positions per tile (6 × 6).
+const XI: usize = 36;
+
+/// Whether the CPU and `g` suit this kernel (see the module documentation).
+pub(crate) fn supported(g: &ConvGeometry) -> bool {
+    g.ksize == 3
+        && g.pad == 1
+        && g.stride == 1
+        && (g.w == 16 || g.w == 32)
+        && g.h >= 4
+        && g.h.is_multiple_of(4)
+        && ((g.h / 4) * (g.w / 4)).is_multiple_of(V)
+        && std::is_x86_feature_detected!("avx512f")
+}
+
+/// Whether to use it for `g`: [`supported`], the Winograd kernels chosen, enough channels for
+/// the products to pay for the transforms, and 32-wide images. At 16 × 16 an image's 16 tiles
+/// fill one vector, whose products run with 8 accumulators and load-bound; there F(2 × 2), with
+/// 64 tiles, measured faster (one thread, batch 32: 163 vs 142 GFLOP/s, direct-convolution FLOPs;
+/// at 32 × 32 F(4 × 4) 182 vs 159).
+pub(crate) fn available(g: &ConvGeometry) -> bool {
+    supported(g) && super::winograd_enabled() && g.ci >= 8 && g.co >= 8 && g.w == 32
+}
+
+/// A stride-1 3 × 3 convolution's transformed weight and geometry, ready for
+/// [`Wino4::image_finished`].
+pub(crate) struct Wino4 {
+    g: ConvGeometry,
+    /// U = G g Gᵀ as [ξ][out block][channel][NO], zero past the last output channel.
+    u: Vec<f32>,
+    /// Tiles per tile row.
+    tw: usize,
+    /// Vectors of 16 tiles per image.
+    tvs: usize,
+}
+
+impl Wino4 {
+    pub fn new(w: &[f32], g: &ConvGeometry) -> Self {
+        assert!(supported(g), "wino4 conv: unsupported CPU or shape {g:?}");
+        let (ci, co) = (g.ci, g.co);
+        let blocks = co.div_ceil(NO);
+        // Transformed by both threads (the step's other thread waits for it), then laid out.
+        let t: Vec<[f32; XI]> = w[..co * ci * 9]
+            .par_chunks(9)
+            .with_min_len(256)
+            .map(transform_weight)
+            .collect();
+        let mut u = vec![0f32; XI * blocks * ci * NO];
+        for (oc, t) in t.iter().enumerate() {
+            let (o, c) = (oc / ci, oc % ci);
+            for (xi, &value) in t.iter().enumerate() {
+                u[((xi * blocks + o / NO) * ci + c) * NO + o % NO] = value;
+            }
+        }
+        let tw = g.w / 4;
+        Wino4 {
+            g: *g,
+            u,
+            tw,
+            tvs: (g.h / 4) * tw / V,
+        }
+    }
+
+    /// One image: `x` (C × H × W) into `out` (O × H × W), with `epilogue` applied to the outputs
+    /// in registers before they are stored. `ahead` (the next image's input) is prefetched.
+    pub fn image_finished(
+        &self,
+        x: &[f32],
+        ahead: &[f32],
+        out: &mut [f32],
+        epilogue: Option<&Epilogue>,
+    ) {
+        let g = &self.g;
+        let (ci, co, hw) = (g.ci, g.co, g.h * g.w);
+        assert!(x.len() >= ci * hw && out.len() >= co * hw);
+        assert!(std::is_x86_feature_detected!("avx512f"));
+        if let Some(e) = epilogue {
+            assert!(e.bias.len() >= co, "wino4: a bias per output");
+            assert!(
+                e.residual.is_none_or(|r| r.len() >= co * hw),
+                "wino4: residual shorter than the output"
+            );
+        }
+        let blocks = self.tvs.div_ceil(NV);
+        let v_len = blocks * XI * ci * BLOCK;
+        let m_len = XI * NO * BLOCK;
+        with_scratch(v_len + m_len + V, |scratch| {
+            // Every vector of V and M at a whole cache line.
+            let skip = scratch.as_ptr().align_offset(64).min(V);
+            let (v, rest) = scratch[skip..].split_at_mut(v_len);
+            let m = &mut rest[..m_len];
+            for c in 0..ci {
+                // SAFETY: AVX-512F present (asserted); `transform_input` checks its bounds.
+                unsafe { self.transform_input(&x[c * hw..(c + 1) * hw], c, v) };
+            }
+            let mut lines = ahead.chunks(16);
+            let per_step = ahead.len().div_ceil(16).div_ceil(blocks * co.div_ceil(NO));
+            for b in 0..blocks {
+                let nv = (self.tvs - b * NV).min(NV);
+                let vb = &v[b * XI * ci * BLOCK..(b + 1) * XI * ci * BLOCK];
+                // The output rows of this block's tiles.
+                let row = |tile: usize| 4 * (tile / self.tw) * g.w;
+                let span = row(b * BLOCK)..row(b * BLOCK + nv * V);
+                for ob in 0..co.div_ceil(NO) {
+                    for line in lines.by_ref().take(per_step) {
+                        // SAFETY: a prefetch of memory we hold a reference to.
+                        unsafe { _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()) };
+                    }
+                    let live = (co - ob * NO).min(NO);
+                    for o in ob * NO..ob * NO + live {
+                        for line in out[o * hw..][span.clone()].chunks(16) {
+                            // SAFETY: a prefetch of memory we hold a reference to.
+                            unsafe { _mm_prefetch::<_MM_HINT_ET0>(line.as_ptr().cast()) };
+                        }
+                    }
+                    // SAFETY: AVX-512F present; `products` and `finish` check their bounds.
+                    unsafe {
+                        self.products(vb, ob, nv, m);
+                        self.finish(m, (b, ob, nv, live), out, epilogue);
+                    }
+                }
+            }
+        });
+    }
+
+    /// The input transform `Bᵀ d B` of every tile of channel `c` (`x`, H × W) into
+    /// V[block][ξ][c][48], ξ = 6a + k.
+    ///
+    /// # Safety
+    /// AVX-512F present.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transform_input(&self, x: &[f32], c: usize, v: &mut [f32]) {
+        let (tw, ci, w, h) = (self.tw, self.g.ci, self.g.w, self.g.h);
+        assert!(x.len() == h * w && v.len() >= self.tvs.div_ceil(NV) * XI * ci * BLOCK);
+        // Lane l of a half (l % 8): tile row l' / tw of the half's two half-row vectors, tile
+        // column j = l' % tw, whose pixel m of the padded row is image column 4j − 1 + m.
+        let gathers: [(__m512i, __mmask16); 6] = std::array::from_fn(|m| {
+            let mut idx = [0i32; V];
+            let mut valid: __mmask16 = 0;
+            for (l, idx) in idx.iter_mut().enumerate() {
+                let (s, j) = ((l % 8) / tw, (l % 8) % tw);
+                let col = (4 * j + m).checked_sub(1).filter(|&col| col < w);
+                if let Some(col) = col {
+                    *idx = (s * w + col) as i32;
+                    valid |= 1 << l;
+                }
+            }
+            // SAFETY: an unaligned load of 16 i32.
+            (unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }, valid)
+        });
+        let (xp, vp, xs) = (x.as_ptr(), v.as_mut_ptr(), ci * BLOCK);
+        let zero = _mm512_setzero_ps();
+        for tv in 0..self.tvs {
+            // The tile rows of this vector start at i0; their padded rows 4i + r are image rows
+            // 4i + r − 1.
+            let i0 = tv * V / tw;
+            let cols: [[__m512; 6]; 6] = std::array::from_fn(|r| {
+                // Half-row vectors q = 0..4: image row 4(i0 + s) + r − 1, columns from c0.
+                let halves: [__m512; 4] = std::array::from_fn(|q| {
+                    let (s, c0) = (q * V / w, (q * V) % w);
+                    match (4 * (i0 + s) + r).checked_sub(1).filter(|&y| y < h) {
+                        // SAFETY: 16 floats of image row y from column c0 ≤ w − 16.
+                        Some(y) => unsafe { _mm512_loadu_ps(xp.add(y * w + c0)) },
+                        None => zero,
+                    }
+                });
+                let e: [__m512; 6] = std::array::from_fn(|m| {
+                    let (idx, valid) = gathers[m];
+                    let lo = _mm512_maskz_permutex2var_ps(valid, halves[0], idx, halves[1]);
+                    let hi = _mm512_maskz_permutex2var_ps(valid, halves[2], idx, halves[3]);
+                    _mm512_mask_blend_ps(0xff00, lo, hi)
+                });
+                bt(e)
+            });
+            let dst = ((tv / NV) * XI * ci + c) * BLOCK + (tv % NV) * V;
+            let by_k: [[__m512; 6]; 6] = std::array::from_fn(|k| cols.map(|row| row[k]));
+            for (k, column) in by_k.into_iter().enumerate() {
+                for (a, va) in bt(column).into_iter().enumerate() {
+                    // SAFETY: ξ = 6a + k of channel c in block tv / 3 lies inside `v`
+                    // (asserted), ci·48 floats apart per ξ.
+                    unsafe { _mm512_storeu_ps(vp.add(dst + (6 * a + k) * xs), va) };
+                }
+            }
+        }
+    }
+
+    /// The 36 products of output block `ob` over tile block `vb` (nv vectors): m[ξ][o][48].
+    ///
+    /// # Safety
+    /// AVX-512F present.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn products(&self, vb: &[f32], ob: usize, nv: usize, m: &mut [f32]) {
+        let ci = self.g.ci;
+        let blocks = self.g.co.div_ceil(NO);
+        assert!(vb.len() >= XI * ci * BLOCK && m.len() >= XI * NO * BLOCK);
+        assert!(self.u.len() >= XI * blocks * ci * NO && (1..=NV).contains(&nv));
+        for xi in 0..XI {
+            let src = vb[xi * ci * BLOCK..].as_ptr();
+            let w = self.u[(xi * blocks + ob) * ci * NO..].as_ptr();
+            let dst = m[xi * NO * BLOCK..].as_mut_ptr();
+            // SAFETY: src holds ci × 48 floats of this ξ, w ci × 8, dst 8 × 48 (asserted).
+            unsafe {
+                match nv {
+                    3 => product::<3>(src, w, ci, dst),
+                    2 => product::<2>(src, w, ci, dst),
+                    _ => product::<1>(src, w, ci, dst),
+                }
+            }
+        }
+    }
+
+    /// The output transform of m (block b, output block ob, nv vectors, `live` outputs) into
+    /// `out`, with the epilogue.
+    ///
+    /// # Safety
+    /// AVX-512F present.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn finish(
+        &self,
+        m: &[f32],
+        (b, ob, nv, live): (usize, usize, usize, usize),
+        out: &mut [f32],
+        epilogue: Option<&Epilogue>,
+    ) {
+        let g = &self.g;
+        let (w, hw) = (g.w, g.h * g.w);
+        assert!(m.len() >= XI * NO * BLOCK && out.len() >= g.co * hw);
+        assert!(ob * NO + live <= g.co && b * NV + nv <= self.tvs);
+        let zero = _mm512_setzero_ps();
+        // Lanes 0..8 (pairs) and 8..16 of two vectors interleaved, then pairs of pairs.
+        let pair_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let pair_hi = _mm512_add_epi32(pair_lo, _mm512_set1_epi32(8));
+        let quad_lo = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+        let quad_hi = _mm512_add_epi32(quad_lo, _mm512_set1_epi32(8));
+        // Output vector q of a tile vector: 16 floats of tile row q·16 / w of the vector, from
+        // column (q·16) % w.
+        let at_q: [usize; 4] = std::array::from_fn(|q| 4 * (q * V / w) * w + (q * V) % w);
+        let (relu, residual) = match epilogue {
+            Some(e) => (e.relu, e.residual),
+            None => (false, None),
+        };
+        for o in 0..live {
+            let oo = ob * NO + o;
+            let bias = _mm512_set1_ps(epilogue.map_or(0.0, |e| e.bias[oo]));
+            for v in 0..nv {
+                // SAFETY: m[ξ][o][v·16..] lies inside m (asserted).
+                let mv = |xi: usize| unsafe {
+                    _mm512_loadu_ps(m.as_ptr().add((xi * NO + o) * BLOCK + v * V))
+                };
+                // Aᵀ along k for each row a, then along a.
+                let t: [[__m512; 4]; 6] =
+                    std::array::from_fn(|a| at(std::array::from_fn(|k| mv(6 * a + k))));
+                let y: [[__m512; 4]; 4] = {
+                    let cols: [[__m512; 4]; 4] =
+                        std::array::from_fn(|bb| at(std::array::from_fn(|a| t[a][bb])));
+                    // cols[b'][a'] → y[a'][b'].
+                    std::array::from_fn(|a| std::array::from_fn(|bb| cols[bb][a]))
+                };
+                let tv = b * NV + v;
+                let base = oo * hw + 4 * (tv * V / self.tw) * w;
+                for (a, ya) in y.iter().enumerate() {
+                    let p01 = [pair_lo, pair_hi].map(|i| _mm512_permutex2var_ps(ya[0], i, ya[1]));
+                    let p23 = [pair_lo, pair_hi].map(|i| _mm512_permutex2var_ps(ya[2], i, ya[3]));
+                    let rows = [
+                        _mm512_permutex2var_ps(p01[0], quad_lo, p23[0]),
+                        _mm512_permutex2var_ps(p01[0], quad_hi, p23[0]),
+                        _mm512_permutex2var_ps(p01[1], quad_lo, p23[1]),
+                        _mm512_permutex2var_ps(p01[1], quad_hi, p23[1]),
+                    ];
+                    for (q, row) in rows.into_iter().enumerate() {
+                        let at = base + a * w + at_q[q];
+                        let mut y = _mm512_add_ps(row, bias);
+                        if let Some(r) = residual {
+                            // SAFETY: 16 floats of plane oo, inside the residual (as long as
+                            // the output, asserted).
+                            y = _mm512_add_ps(y, unsafe { _mm512_loadu_ps(r.as_ptr().add(at)) });
+                        }
+                        if relu {
+                            y = _mm512_max_ps(y, zero);
+                        }
+                        // SAFETY: 16 output floats of plane oo (at + 16 ≤ (oo + 1)·hw).
+                        unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at), y) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Bᵀ e` of six consecutive padded pixels (or rows), one tile a lane.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn bt([e0, e1, e2, e3, e4, e5]: [__m512; 6]) -> [__m512; 6] {
+    let (four, five, two) = (
+        _mm512_set1_ps(4.0),
+        _mm512_set1_ps(5.0),
+        _mm512_set1_ps(2.0),
+    );
+    let t1 = _mm512_fnmadd_ps(four, e2, e4);
+    let t2 = _mm512_fnmadd_ps(four, e1, e3);
+    let t3 = _mm512_sub_ps(e4, e2);
+    let d = _mm512_sub_ps(e3, e1);
+    [
+        _mm512_fnmadd_ps(five, e2, _mm512_fmadd_ps(four, e0, e4)),
+        _mm512_add_ps(t1, t2),
+        _mm512_sub_ps(t1, t2),
+        _mm512_fmadd_ps(two, d, t3),
+        _mm512_fnmadd_ps(two, d, t3),
+        _mm512_fnmadd_ps(five, e3, _mm512_fmadd_ps(four, e1, e5)),
+    ]
+}
+
+/// `Aᵀ m` of six transformed values: four outputs.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn at([m0, m1, m2, m3, m4, m5]: [__m512; 6]) -> [__m512; 4] {
+    let (s1, d1) = (_mm512_add_ps(m1, m2), _mm512_sub_ps(m1, m2));
+    let (s2, d2) = (_mm512_add_ps(m3, m4), _mm512_sub_ps(m3, m4));
+    [
+        _mm512_add_ps(_mm512_add_ps(m0, s1), s2),
+        _mm512_fmadd_ps(_mm512_set1_ps(2.0), d2, d1),
+        _mm512_fmadd_ps(_mm512_set1_ps(4.0), s2, s1),
+        _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d2, d1), m5),
+    ]
+}
+
+/// U = G g Gᵀ of one 3 × 3 kernel (row-major), as 36 floats ξ = 6a + k, computed in f64.
+fn transform_weight(k: &[f32]) -> [f32; XI] {
+    // G times a column (p, q, r) of three.
+    let g = |p: f64, q: f64, r: f64| {
+        [
+            p / 4.0,
+            -(p + q + r) / 6.0,
+            -(p - q + r) / 6.0,
+            p / 24.0 + q / 12.0 + r / 6.0,
+            p / 24.0 - q / 12.0 + r / 6.0,
+            r,
+        ]
+    };
+    let at = |r: usize, c: usize| k[r * 3 + c] as f64;
+    // (G g) by columns: gg[c][row].
+    let gg: [[f64; 6]; 3] = std::array::from_fn(|c| g(at(0, c), at(1, c), at(2, c)));
+    std::array::from_fn(|xi| {
+        let (row, col) = (xi / 6, xi % 6);
+        g(gg[0][row], gg[1][row], gg[2][row])[col] as f32
+    })
+}
+
+#[cfg(test)]
+mod tests;
