@@ -20,7 +20,7 @@
 
 use super::conv::{ConvGeometry, Epilogue};
 use super::gemm::with_scratch;
-use super::wino512::{BLOCK, NO, NV, V, product};
+use super::wino512::{BLOCK, NO, NV, V, products};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -141,8 +141,8 @@ impl Wino4 {
                     }
                     // SAFETY: AVX-512F present; `products` and `finish` check their bounds.
                     unsafe {
-                        self.products(vb, ob, nv, m);
-                        self.finish(m, (b, ob, nv, live), out, epilogue);
+                        let slot = products((vb, &self.u), (ob, co.div_ceil(NO)), (ci, nv), m);
+                        self.finish(&m[slot * V..], (b, ob, nv, live), out, epilogue);
                     }
                 }
             }
@@ -210,31 +210,6 @@ impl Wino4 {
         }
     }
 
-    /// The 36 products of output block `ob` over tile block `vb` (nv vectors): m[ξ][o][48].
-    ///
-    /// # Safety
-    /// AVX-512F present.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn products(&self, vb: &[f32], ob: usize, nv: usize, m: &mut [f32]) {
-        let ci = self.g.ci;
-        let blocks = self.g.co.div_ceil(NO);
-        assert!(vb.len() >= XI * ci * BLOCK && m.len() >= XI * NO * BLOCK);
-        assert!(self.u.len() >= XI * blocks * ci * NO && (1..=NV).contains(&nv));
-        for xi in 0..XI {
-            let src = vb[xi * ci * BLOCK..].as_ptr();
-            let w = self.u[(xi * blocks + ob) * ci * NO..].as_ptr();
-            let dst = m[xi * NO * BLOCK..].as_mut_ptr();
-            // SAFETY: src holds ci × 48 floats of this ξ, w ci × 8, dst 8 × 48 (asserted).
-            unsafe {
-                match nv {
-                    3 => product::<3>(src, w, ci, dst),
-                    2 => product::<2>(src, w, ci, dst),
-                    _ => product::<1>(src, w, ci, dst),
-                }
-            }
-        }
-    }
-
     /// The output transform of m (block b, output block ob, nv vectors, `live` outputs) into
     /// `out`, with the epilogue.
     ///
@@ -250,7 +225,7 @@ impl Wino4 {
     ) {
         let g = &self.g;
         let (w, hw) = (g.w, g.h * g.w);
-        assert!(m.len() >= XI * NO * BLOCK && out.len() >= g.co * hw);
+        assert!(m.len() >= (XI * NO - 1) * BLOCK + nv * V && out.len() >= g.co * hw);
         assert!(ob * NO + live <= g.co && b * NV + nv <= self.tvs);
         let zero = _mm512_setzero_ps();
         // Lanes 0..8 (pairs) and 8..16 of two vectors interleaved, then pairs of pairs.

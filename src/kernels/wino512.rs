@@ -176,8 +176,8 @@ impl Wino512 {
                     }
                     // SAFETY: AVX-512F present; `products` and `finish` check their bounds.
                     unsafe {
-                        self.products(vb, ob, nv, m);
-                        self.finish(m, (b, ob, nv, live), out, epilogue);
+                        let slot = self.products(vb, ob, nv, m);
+                        self.finish(&m[slot * V..], (b, ob, nv, live), out, epilogue);
                     }
                 }
             }
@@ -337,29 +337,16 @@ impl Wino512 {
         }
     }
 
-    /// The 16 products of output block `ob` over tile block `vb` (nv vectors): m[ξ][o][48].
+    /// The 16 products of output block `ob` over tile block `vb` (nv vectors) into m[ξ][o][48]
+    /// from the returned slot of 16 tiles on ([`products`]).
     ///
     /// # Safety
     /// AVX-512F present.
     #[target_feature(enable = "avx512f")]
-    unsafe fn products(&self, vb: &[f32], ob: usize, nv: usize, m: &mut [f32]) {
-        let ci = self.g.ci;
+    unsafe fn products(&self, vb: &[f32], ob: usize, nv: usize, m: &mut [f32]) -> usize {
         let blocks = self.g.co.div_ceil(NO);
-        assert!(vb.len() >= XI * ci * BLOCK && m.len() >= XI * NO * BLOCK);
-        assert!(self.u.len() >= XI * blocks * ci * NO && (1..=NV).contains(&nv));
-        for xi in 0..XI {
-            let src = vb[xi * ci * BLOCK..].as_ptr();
-            let w = self.u[(xi * blocks + ob) * ci * NO..].as_ptr();
-            let dst = m[xi * NO * BLOCK..].as_mut_ptr();
-            // SAFETY: src holds ci × 48 floats of this ξ, w ci × 8, dst 8 × 48 (asserted).
-            unsafe {
-                match nv {
-                    3 => product::<3>(src, w, ci, dst),
-                    2 => product::<2>(src, w, ci, dst),
-                    _ => product::<1>(src, w, ci, dst),
-                }
-            }
-        }
+        // SAFETY: AVX-512F present (this function's contract).
+        unsafe { products((vb, &self.u), (ob, blocks), (self.g.ci, nv), m) }
     }
 
     /// The output transform of m (block b, output block ob, nv vectors, `live` outputs) into
@@ -377,7 +364,7 @@ impl Wino512 {
     ) {
         let g = &self.g;
         let hw = g.h * g.w;
-        assert!(m.len() >= XI * NO * BLOCK && out.len() >= g.co * hw);
+        assert!(m.len() >= (XI * NO - 1) * BLOCK + nv * V && out.len() >= g.co * hw);
         assert!(ob * NO + live <= g.co && (b * NV + nv) * V <= self.th * self.tw);
         let zero = _mm512_setzero_ps();
         let idx_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -478,6 +465,76 @@ fn transform_weight(k: &[f32]) -> [f32; 16] {
         let (row, col) = (xi / 4, xi % 4);
         g(gg[0][row], gg[1][row], gg[2][row])[col] as f32
     })
+}
+
+/// The products `M[ξ] = U[ξ] V[ξ]` of output block `ob` (of `blocks`) over one tile block `vb`
+/// of nv vectors into m[ξ][o][48], `u` laid out [ξ][out block][channel][8], for the XI = u.len()
+/// / (blocks·ci·8) transformed positions; returns the slot of 16 tiles the outputs start at in
+/// each row of m. A block of one tile vector would give the products only 8 accumulators (8
+/// broadcasts and a load per 8 FMAs, and the FMAs' latency exposed), so there output blocks go
+/// in pairs: the even one computes both, into slots 0 and 1, and the odd one finds its outputs in
+/// slot 1.
+///
+/// # Safety
+/// AVX-512F present.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn products(
+    (vb, u): (&[f32], &[f32]),
+    (ob, blocks): (usize, usize),
+    (ci, nv): (usize, usize),
+    m: &mut [f32],
+) -> usize {
+    let xis = u.len() / (blocks * ci * NO).max(1);
+    assert!(vb.len() >= xis * ci * BLOCK && m.len() >= xis * NO * BLOCK);
+    assert!(ob < blocks && (1..=NV).contains(&nv));
+    let paired = nv == 1 && (ob | 1) < blocks;
+    if paired && ob % 2 == 1 {
+        return 1;
+    }
+    for xi in 0..xis {
+        let src = vb[xi * ci * BLOCK..].as_ptr();
+        let w = u[(xi * blocks + ob) * ci * NO..].as_ptr();
+        let dst = m[xi * NO * BLOCK..].as_mut_ptr();
+        // SAFETY: src holds ci × 48 floats of this ξ, w ci × 8 (and the next block's ci × 8
+        // when paired), dst 8 × 48 (asserted).
+        unsafe {
+            match nv {
+                3 => product::<3>(src, w, ci, dst),
+                2 => product::<2>(src, w, ci, dst),
+                _ if paired => product_pair(src, (w, w.add(ci * NO)), ci, dst),
+                _ => product::<1>(src, w, ci, dst),
+            }
+        }
+    }
+    0
+}
+
+/// [`product`] of one vector for two output blocks (weights `w.0`, `w.1`) into slots 0 and 1
+/// of dst's rows: 16 accumulators.
+///
+/// # Safety
+/// AVX-512F present; `src` holds `ci` rows of 48 floats, `w.0` and `w.1` ci × 8 floats each,
+/// `dst` 8 rows of 48.
+#[target_feature(enable = "avx512f")]
+unsafe fn product_pair(src: *const f32, w: (*const f32, *const f32), ci: usize, dst: *mut f32) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; NO];
+    for c in 0..ci {
+        // SAFETY (all pointer arithmetic): within the bounds the caller guarantees.
+        let (xv, w0, w1) = unsafe {
+            let xv = _mm512_loadu_ps(src.add(c * BLOCK));
+            (xv, w.0.add(c * NO), w.1.add(c * NO))
+        };
+        for (o, acc) in acc.iter_mut().enumerate() {
+            let (a, b) = unsafe { (*w0.add(o), *w1.add(o)) };
+            acc[0] = _mm512_fmadd_ps(xv, _mm512_set1_ps(a), acc[0]);
+            acc[1] = _mm512_fmadd_ps(xv, _mm512_set1_ps(b), acc[1]);
+        }
+    }
+    for (o, acc) in acc.iter().enumerate() {
+        for (slot, &a) in acc.iter().enumerate() {
+            unsafe { _mm512_storeu_ps(dst.add(o * BLOCK + slot * V), a) };
+        }
+    }
 }
 
 /// `dst[o][v·16..] = Σ_c w[c][o] · src[c][v·16..]` for 8 outputs and N vectors (rows 48 apart).

@@ -12,6 +12,8 @@ fn winograd_4x4_forward_matches_plain_loops() {
         (1, 13, 16, 32, 21),
         (1, 64, 16, 16, 64),
         (1, 9, 64, 16, 7),
+        // A last block of one tile vector: output blocks in pairs, the last one alone.
+        (1, 8, 32, 32, 21),
     ];
     let mut ran = 0;
     for (n, ci, h, w, co) in shapes {

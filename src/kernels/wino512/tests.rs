@@ -12,6 +12,9 @@ fn winograd_forward_matches_plain_loops() {
         (1, 64, 8, 8, 64),
         (1, 5, 8, 16, 13),
         (1, 9, 4, 32, 7),
+        // One tile vector: output blocks in pairs, the last one alone, a pair's second part-full.
+        (1, 16, 8, 8, 21),
+        (1, 16, 8, 8, 13),
     ];
     let mut ran = 0;
     for (n, ci, h, w, co) in shapes {
