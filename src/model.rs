@@ -129,7 +129,8 @@ impl Net {
         if self.max_pool {
             x = block::max_pool_3x3_s2(&x)?;
         }
-        // In training, consecutive basic blocks run as one op (see ops::basic_blocks_train).
+        // Consecutive basic blocks run as one op (see ops::basic_blocks_train and
+        // ops::basic_blocks_eval).
         let mut blocks = &self.blocks[..];
         while let Some(first) = blocks.first() {
             let run = match train {
@@ -137,11 +138,14 @@ impl Net {
                     .iter()
                     .take_while(|b| b.run_block().is_some())
                     .count(),
-                false => 0,
+                false => (blocks.iter())
+                    .take_while(|b| b.eval_tensors().is_some())
+                    .count(),
             };
             x = match run {
                 0 => first.forward_t(&x, train, self.backend)?,
-                _ => block::forward_run(&x, &blocks[..run], self.backend)?,
+                _ if train => block::forward_run(&x, &blocks[..run], self.backend)?,
+                _ => block::forward_eval_run(&x, &blocks[..run], self.backend)?,
             };
             blocks = &blocks[run.max(1)..];
         }

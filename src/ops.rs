@@ -6,7 +6,7 @@ use crate::kernels;
 use candle_core::{D, Result, Tensor};
 
 pub use crate::kernels::{
-    BasicBlockEval, BasicBlockParams, BatchNormEval, BlockShortcut, BlockStats, RunBlock,
+    BasicBlockEval, BasicBlockParams, BatchNormEval, BlockShortcut, BlockStats, EvalBlock, RunBlock,
 };
 
 /// Which implementation of the hot ops to use on CPU.
@@ -200,6 +200,22 @@ pub fn basic_block_eval(
         BlockShortcut::Identity => add_relu(&z, x, backend),
         BlockShortcut::PadA => add_relu(&z, &shortcut_a(x, z.dim(1)?, backend)?, backend),
     }
+}
+
+/// Basic residual blocks one after the other in evaluation mode; on the custom path one
+/// forward-only op that takes each image through all of them while it is in cache. Call it on
+/// detached tensors.
+pub fn basic_blocks_eval(x: &Tensor, blocks: &[EvalBlock], backend: Backend) -> Result<Tensor> {
+    let square = |w: &Tensor| matches!(w.dims(), [_, _, kh, kw] if kh == kw);
+    let all_square = (blocks.iter()).all(|b| square(b.params.conv1) && square(b.params.conv2));
+    if backend.custom_for(x) && all_square {
+        return kernels::basic_blocks_eval(x, blocks);
+    }
+    let mut y = x.clone();
+    for b in blocks {
+        y = basic_block_eval(&y, &b.params, b.stride, b.shortcut, backend)?;
+    }
+    Ok(y)
 }
 
 fn stock_batch_norm_train(

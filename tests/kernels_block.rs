@@ -301,3 +301,70 @@ fn a_run_of_blocks_names_the_block_whose_shapes_do_not_chain() -> Result<()> {
     assert!(err.to_string().contains("no blocks"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_run_of_blocks_in_evaluation_is_the_blocks_one_by_one() -> Result<()> {
+    // Wide enough for the Winograd kernels at 16 x 16 and 8 x 8, with every shortcut.
+    let chain: &Chain = &[
+        (16, 16, 1, BlockShortcut::Identity),
+        (16, 32, 2, BlockShortcut::PadA),
+        (32, 32, 1, BlockShortcut::None),
+        (32, 32, 1, BlockShortcut::Identity),
+    ];
+    let t = |d: &[usize], seed| var(d, seed).map(|v| v.as_tensor().detach());
+    let x = t(&[3, 16, 16, 16], 1)?;
+    // Per block: two weights, then gamma, beta, mean and a positive variance per batch norm.
+    let mut held = Vec::new();
+    for (i, &(ci, co, _, _)) in chain.iter().enumerate() {
+        let s = 20 * i as u64 + 2;
+        let (w1, w2) = (t(&[co, ci, 3, 3], s)?, t(&[co, co, 3, 3], s + 1)?);
+        let bn: Vec<Tensor> = (0..8)
+            .map(|k| match k % 4 {
+                3 => t(&[co], s + 2 + k)?.abs()?.affine(1.0, 0.5),
+                _ => t(&[co], s + 2 + k),
+            })
+            .collect::<Result<_>>()?;
+        held.push((w1, w2, bn));
+    }
+    let blocks: Vec<ops::EvalBlock> = (chain.iter().zip(&held))
+        .map(|(&(_, _, stride, shortcut), (w1, w2, bn))| {
+            let norm = |k: usize| BatchNormEval {
+                gamma: &bn[k],
+                beta: &bn[k + 1],
+                mean: &bn[k + 2],
+                var: &bn[k + 3],
+                eps: 1e-5,
+            };
+            let params = BasicBlockEval {
+                conv1: w1,
+                bn1: norm(0),
+                conv2: w2,
+                bn2: norm(4),
+            };
+            ops::EvalBlock {
+                params,
+                stride,
+                shortcut,
+            }
+        })
+        .collect();
+    let run = ops::basic_blocks_eval(&x, &blocks, Backend::Custom)?;
+    let mut one_by_one = x.clone();
+    for b in &blocks {
+        one_by_one = ops::basic_block_eval(
+            &one_by_one,
+            &b.params,
+            b.stride,
+            b.shortcut,
+            Backend::Custom,
+        )?;
+    }
+    let (a, b) = (
+        run.flatten_all()?.to_vec1::<f32>()?,
+        one_by_one.flatten_all()?.to_vec1::<f32>()?,
+    );
+    assert_eq!(run.dims(), [3, 32, 8, 8]);
+    assert!(a == b, "the run differs from the blocks one by one");
+    let stock = ops::basic_blocks_eval(&x, &blocks, Backend::Stock)?;
+    assert_close("eval run against stock", &run, &stock, 1e-4)
+}

@@ -70,7 +70,7 @@ impl ConvGeometry {
     pub(crate) fn in_len(&self) -> usize {
         self.ci * self.h * self.w
     }
-    fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.co * self.p()
     }
     /// A 1x1, stride-1, unpadded convolution needs no im2col: the image is the column matrix.

@@ -319,23 +319,15 @@ impl BasicBlock {
         }
     }
 
-    /// The whole block as one op on the custom CPU path (the stock ops otherwise).
-    fn forward_eval(
-        &self,
-        x: &Tensor,
-        shortcut: ops::BlockShortcut,
-        backend: Backend,
-    ) -> Result<Tensor> {
+    /// The tensors the block's evaluation reads, when it can run as part of a run of blocks.
+    fn eval_tensors(&self) -> Option<EvalTensors> {
         let (c1, c2) = (&self.conv1, &self.conv2);
-        let (bn1, bn2) = (c1.bn.eval_tensors(), c2.bn.eval_tensors());
-        let (w1, w2) = (live(&c1.weight, false), live(&c2.weight, false));
-        let p = ops::BasicBlockEval {
-            conv1: &w1,
-            bn1: bn_eval(&bn1),
-            conv2: &w2,
-            bn2: bn_eval(&bn2),
-        };
-        ops::basic_block_eval(&x.detach(), &p, c1.stride, shortcut, backend)
+        Some(EvalTensors {
+            weights: [live(&c1.weight, false), live(&c2.weight, false)],
+            bns: [c1.bn.eval_tensors(), c2.bn.eval_tensors()],
+            stride: c1.stride,
+            shortcut: self.fused_shortcut()?,
+        })
     }
 
     /// The parameters the whole-block op trains.
@@ -397,7 +389,7 @@ impl Block {
         match self {
             Block::Basic(b) => match b.fused_shortcut() {
                 Some(_) if train => forward_run(x, std::slice::from_ref(self), backend),
-                Some(shortcut) => b.forward_eval(x, shortcut, backend),
+                Some(_) => forward_eval_run(x, std::slice::from_ref(self), backend),
                 None => {
                     let out = b.conv1.forward_t(x, train, true, backend)?;
                     let out = b.conv2.forward_t(&out, train, false, backend)?;
@@ -411,6 +403,14 @@ impl Block {
                 b.join.forward_t(x, &out, train, backend)
             }
         }
+    }
+
+    /// What this block needs to run in evaluation as one of a run of blocks
+    /// ([`ops::basic_blocks_eval`]): a basic block with an identity or option-A shortcut, or a
+    /// plain one; `None` otherwise.
+    pub fn eval_tensors(&self) -> Option<EvalTensors> {
+        let Block::Basic(b) = self else { return None };
+        b.eval_tensors()
     }
 
     /// This block as one of a run trained as one op ([`ops::basic_blocks_train`]): a basic
@@ -448,6 +448,42 @@ pub(crate) fn forward_run(x: &Tensor, blocks: &[Block], backend: Backend) -> Res
         }
     }
     Ok(y)
+}
+
+/// A basic block's weights and batch-norm tensors for evaluation, held while a run of blocks
+/// borrows them.
+pub(crate) struct EvalTensors {
+    weights: [Tensor; 2],
+    bns: [[Tensor; 4]; 2],
+    stride: usize,
+    shortcut: ops::BlockShortcut,
+}
+
+impl EvalTensors {
+    fn block(&self) -> ops::EvalBlock<'_> {
+        ops::EvalBlock {
+            params: ops::BasicBlockEval {
+                conv1: &self.weights[0],
+                bn1: bn_eval(&self.bns[0]),
+                conv2: &self.weights[1],
+                bn2: bn_eval(&self.bns[1]),
+            },
+            stride: self.stride,
+            shortcut: self.shortcut,
+        }
+    }
+}
+
+/// Evaluates `blocks`, each with [`Block::eval_tensors`], one after the other
+/// ([`ops::basic_blocks_eval`]: on the custom path one op taking each image through them all).
+pub(crate) fn forward_eval_run(x: &Tensor, blocks: &[Block], backend: Backend) -> Result<Tensor> {
+    let held = (blocks.iter().map(Block::eval_tensors))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            candle_core::Error::Msg("forward_eval_run: not a run of basic blocks".into())
+        })?;
+    let run: Vec<ops::EvalBlock> = held.iter().map(EvalTensors::block).collect();
+    ops::basic_blocks_eval(&x.detach(), &run, backend)
 }
 
 /// The fully connected head after global average pooling.
