@@ -5,10 +5,13 @@
 //! image into one accumulator per thread.
 
 use super::gemm::{View, matmul, with_scratch};
-use super::im2col::{col2im_add, im2col, im2row};
+use super::im2col::{col2im_add, im2row};
 use super::{Parts, cpu_f32, cpu_tensor, with_f32};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
+
+mod prepared;
+pub(crate) use prepared::Prepared;
 
 /// The sizes of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,175 +291,27 @@ pub(crate) fn forward_stats_filled(
     (out, stats.concat())
 }
 
-/// A convolution's weight in the layout its per-image kernel wants.
-pub(crate) struct Prepared<'a> {
-    g: ConvGeometry,
-    kernel: Kernel<'a>,
-}
-
-/// The kernel that convolves each image, with its weight.
-enum Kernel<'a> {
-    /// The AVX-512 Winograd kernel, for the stride-1 3 × 3 convolutions it can tile.
-    #[cfg(target_arch = "x86_64")]
-    Wino512(super::wino512::Wino512),
-    /// The AVX-512 Winograd F(4 × 4, 3 × 3) kernel, for the 16- and 32-wide images it tiles.
-    #[cfg(target_arch = "x86_64")]
-    Wino4(super::wino4::Wino4),
-    /// The direct AVX-512 kernel, for 3 × 3 convolutions of stride 1 and 2 with padding 1.
-    #[cfg(target_arch = "x86_64")]
-    Direct512(super::direct512::Direct512),
-    /// The direct AVX2 kernel, for 3 × 3 convolutions of stride 1 and 2 on CPUs that have AVX2
-    /// but not AVX-512.
-    #[cfg(target_arch = "x86_64")]
-    Direct(super::direct::Direct),
-    /// The `gemm` crate, with the weight as given or (stride 1) split into kernel taps.
-    Gemm(std::borrow::Cow<'a, [f32]>),
-}
-
-impl<'a> Prepared<'a> {
-    pub fn new(w: &'a [f32], g: &ConvGeometry) -> Self {
-        let kernel = Self::kernel(w, g);
-        Prepared { g: *g, kernel }
-    }
-
-    /// The same kernel, holding its weight.
-    fn into_owned(self) -> Prepared<'static> {
-        let kernel = match self.kernel {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Wino512(k) => Kernel::Wino512(k),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Wino4(k) => Kernel::Wino4(k),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Direct512(k) => Kernel::Direct512(k),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Direct(k) => Kernel::Direct(k),
-            Kernel::Gemm(w) => Kernel::Gemm(w.into_owned().into()),
-        };
-        Prepared { g: self.g, kernel }
-    }
-
-    /// The fastest kernel this CPU and the choice of [`super::set_conv_kernels`] allow for `g`.
-    fn kernel(w: &'a [f32], g: &ConvGeometry) -> Kernel<'a> {
-        #[cfg(target_arch = "x86_64")]
-        if super::wino4::available(g) {
-            return Kernel::Wino4(super::wino4::Wino4::new(w, g));
-        }
-        #[cfg(target_arch = "x86_64")]
-        if super::wino512::available(g) {
-            return Kernel::Wino512(super::wino512::Wino512::new(w, g));
-        }
-        #[cfg(target_arch = "x86_64")]
-        if super::direct512::available(g) {
-            return Kernel::Direct512(super::direct512::Direct512::new(w, g));
-        }
-        #[cfg(target_arch = "x86_64")]
-        if super::direct::available(g) {
-            return Kernel::Direct(super::direct::Direct::new(w, g));
-        }
-        match g.stride == 1 && !g.is_pointwise() {
-            true => Kernel::Gemm(super::shifted::taps(w, g).into()),
-            false => Kernel::Gemm(w.into()),
-        }
-    }
-
-    /// [`Prepared::image_ahead`], then `epilogue` (in the AVX-512 kernels' registers where they
-    /// run).
-    pub fn image_finished(&self, x: &[f32], ahead: &[f32], out: &mut [f32], epilogue: &Epilogue) {
-        match &self.kernel {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Wino512(wino) => wino.image_finished(x, ahead, out, Some(epilogue)),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Wino4(wino) => wino.image_finished(x, ahead, out, Some(epilogue)),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Direct512(direct) => direct.image_finished(x, ahead, out, Some(epilogue)),
-            _ => {
-                self.image_ahead(x, ahead, out);
-                epilogue.apply(out);
-            }
-        }
-    }
-
-    /// One image: `x` (C × H × W) into `out` (O × Ho × Wo), where a kernel that can prefetches
-    /// `ahead` (the next image's input, or nothing) meanwhile.
-    pub fn image_ahead(&self, x: &[f32], ahead: &[f32], out: &mut [f32]) {
-        let w = match &self.kernel {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Wino512(wino) => return wino.image_finished(x, ahead, out, None),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Wino4(wino) => return wino.image_finished(x, ahead, out, None),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Direct512(direct) => return direct.image(x, ahead, out),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Direct(direct) => return direct.image(x, out),
-            Kernel::Gemm(w) => &w[..],
-        };
-        let g = &self.g;
-        let (k, p) = (g.k(), g.p());
-        if g.is_pointwise() {
-            matmul(
-                g.co,
-                p,
-                k,
-                out,
-                (p, 1),
-                false,
-                View::rows(w, k),
-                View::rows(x, p),
-            );
-        } else if g.stride == 1 {
-            super::shifted::image(x, w, g, out);
-        } else {
-            with_scratch(k * p, |col| {
-                im2col(x, g, col);
-                matmul(
-                    g.co,
-                    p,
-                    k,
-                    out,
-                    (p, 1),
-                    false,
-                    View::rows(w, k),
-                    View::rows(col, p),
-                );
-            });
-        }
-    }
-}
-
 /// The gradient with respect to the input.
 pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    backward_input_map(dy, w, g, |_, _| ()).0
-}
-
-/// [`backward_input`], then `post(image, input gradient)` on each image while it is in cache.
-pub(crate) fn backward_input_map<T: Send>(
-    dy: &[f32],
-    w: &[f32],
-    g: &ConvGeometry,
-    post: impl Fn(usize, &mut [f32]) -> T + Sync,
-) -> (Vec<f32>, Vec<T>) {
     if let Some(rotated) = Rotated::new(w, g) {
-        return forward_finished(dy, &rotated.0, None, post);
+        return forward_finished(dy, &rotated.0, None, |_, _| ()).0;
     }
     #[cfg(target_arch = "x86_64")]
     if g.stride == 2 && super::direct512::available(g) {
-        return super::direct512::backward_input_stride2(dy, w, g, post);
+        return super::direct512::backward_input_stride2(dy, w, g);
     }
     let (k, p, out_len) = (g.k(), g.p(), g.out_len());
     let mut dx = vec![0f32; g.n * g.in_len()];
-    let extra = dx
-        .par_chunks_mut(g.in_len().max(1))
+    dx.par_chunks_mut(g.in_len().max(1))
         .enumerate()
-        .map(|(i, dxi)| {
+        .for_each(|(i, dxi)| {
             let dyi = View::rows(&dy[i * out_len..(i + 1) * out_len], p);
             with_scratch(k * p, |dcol| {
                 matmul(k, p, g.co, dcol, (p, 1), false, View::transposed(w, k), dyi);
                 col2im_add(dcol, g, dxi);
             });
-            post(i, dxi)
-        })
-        .collect();
-    (dx, extra)
+        });
+    dx
 }
 
 /// The input gradient of a stride-1 convolution as a forward convolution, prepared once: the

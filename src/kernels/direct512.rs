@@ -1,6 +1,6 @@
 //! 3 × 3 convolutions of stride 1 and 2 with padding 1 as direct AVX-512 kernels: the forward
 //! pass and the input gradient of stride 2 (stride 1 is the forward kernel run on the output
-//! gradient with the rotated weight, see [`super::conv::backward_input_map`]); the weight
+//! gradient with the rotated weight, see [`super::conv::backward_input`]); the weight
 //! gradient is in [`super::direct_grad`] and [`super::channel_grad`].
 //!
 //! Each input channel is copied into a block of [`Grid::cs`] floats holding its zero-padded

@@ -7,17 +7,11 @@ use crate::kernels::conv::ConvGeometry;
 use crate::kernels::gemm::with_scratch;
 use std::arch::x86_64::*;
 
-/// The input gradient of a stride-2 convolution, one image per task, then `post(image, dx)` on
-/// each while it is in cache. The padded input row iy + 1 = 2a + py gets, from kernel rows
+/// The input gradient of a stride-2 convolution, one image per task. The padded input row iy + 1 = 2a + py gets, from kernel rows
 /// ky ≡ py (mod 2), the output gradient rows a − (ky − py)/2, and likewise for columns: so each
 /// of the four phases (py, px) of dx is a stride-1 correlation of the output gradient (padded
 /// by 1) with the 1, 2 or 4 taps of that phase, computed on the same grid as the forward pass.
-pub(crate) fn backward_input_stride2<R: Send>(
-    dy: &[f32],
-    w: &[f32],
-    g: &ConvGeometry,
-    post: impl Fn(usize, &mut [f32]) -> R + Sync,
-) -> (Vec<f32>, Vec<R>) {
+pub(crate) fn backward_input_stride2(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     use rayon::prelude::*;
     assert!(
         supported(g) && g.stride == 2,
@@ -45,10 +39,9 @@ pub(crate) fn backward_input_stride2<R: Send>(
         .collect();
     let (in_len, out_len) = (g.ci * g.h * g.w, g.co * g.ho * g.wo);
     let mut dx = crate::kernels::pool::take(g.n * in_len);
-    let extra = dx
-        .par_chunks_mut(in_len.max(1))
+    dx.par_chunks_mut(in_len.max(1))
         .enumerate()
-        .map(|(i, dxi)| {
+        .for_each(|(i, dxi)| {
             let og_len = g.ci * grid.nq;
             with_scratch(g.co * grid.cs + 4 * og_len, |buf| {
                 let (ys, og) = buf.split_at_mut(g.co * grid.cs);
@@ -87,10 +80,8 @@ pub(crate) fn backward_input_stride2<R: Send>(
                     }
                 }
             });
-            post(i, dxi)
-        })
-        .collect();
-    (dx, extra)
+        });
+    dx
 }
 
 /// The inverse of [`super::deinterleave512`]: `dst[2k] = evens[k]`, `dst[2k + 1] = odds[k]`.
