@@ -125,6 +125,12 @@ impl Net {
                 self.spec.name
             ),
         }
+        // A CIFAR network in training: the stem, every block and the pooling as one op.
+        let trunk = !self.max_pool && (self.blocks.iter()).all(|b| b.run_block().is_some());
+        if train && trunk && !self.blocks.is_empty() {
+            let features = block::forward_trunk(x, &self.stem, &self.blocks, self.backend)?;
+            return self.head.forward_t(&features, train);
+        }
         let mut x = self.stem.forward_t(x, train, true, self.backend)?;
         if self.max_pool {
             x = block::max_pool_3x3_s2(&x)?;

@@ -6,7 +6,8 @@ use crate::kernels;
 use candle_core::{D, Result, Tensor};
 
 pub use crate::kernels::{
-    BasicBlockEval, BasicBlockParams, BatchNormEval, BlockShortcut, BlockStats, EvalBlock, RunBlock,
+    BasicBlockEval, BasicBlockParams, BatchNormEval, BlockShortcut, BlockStats, EvalBlock,
+    RunBlock, RunStem, Trunk,
 };
 
 /// Which implementation of the hot ops to use on CPU.
@@ -177,6 +178,35 @@ pub fn basic_blocks_train(
         y = out;
     }
     Ok((y, stats))
+}
+
+/// A CIFAR network's trunk in training: the stem (convolution, batch norm, ReLU), `blocks` one
+/// after the other, then global average pooling to (N, C). On the custom path one op, so that
+/// no activation-sized gradient goes through candle's backward pass (which zero-fills and adds
+/// each on one thread); the same arithmetic as the three apart but for the pooling's summation
+/// order.
+pub fn trunk_train(
+    x: &Tensor,
+    stem: &RunStem,
+    blocks: &[RunBlock],
+    eps: f64,
+    backend: Backend,
+) -> Result<Trunk> {
+    let square = |w: &Tensor| matches!(w.dims(), [_, _, kh, kw] if kh == kw);
+    let convs = || blocks.iter().flat_map(|b| [b.params.conv1, b.params.conv2]);
+    if backend.custom_for(x) && square(stem.conv) && convs().all(square) {
+        return kernels::trunk_train(x, stem, blocks, eps);
+    }
+    let (s, g, b) = (stem, stem.gamma, stem.beta);
+    let (y, mean, var) =
+        conv2d_batch_norm_train(x, s.conv, s.stride, s.padding, g, b, eps, true, backend)?;
+    let count = y.elem_count() / y.dim(1)?.max(1);
+    let (y, stats) = basic_blocks_train(&y, blocks, eps, backend)?;
+    Ok(Trunk {
+        features: y.mean((2, 3))?,
+        stem: (mean, var, count),
+        blocks: stats,
+    })
 }
 
 /// One basic residual block in evaluation mode (running statistics); on the custom path one

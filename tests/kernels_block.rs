@@ -368,3 +368,99 @@ fn a_run_of_blocks_in_evaluation_is_the_blocks_one_by_one() -> Result<()> {
     let stock = ops::basic_blocks_eval(&x, &blocks, Backend::Stock)?;
     assert_close("eval run against stock", &run, &stock, 1e-4)
 }
+
+/// Pooled features, stem and block statistics, and every parameter gradient of a CIFAR trunk
+/// (stem, `chain`, global average pooling), as one op (`ops::trunk_train`) or as the stem, the
+/// run of blocks and candle's mean apart.
+fn trunk(dims: [usize; 4], chain: &Chain, one_op: bool, backend: Backend) -> Result<Vec<Vec<f32>>> {
+    let x = random(&dims, 1)?;
+    let co = chain[0].0;
+    let stem_vars = [
+        var(&[co, dims[1], 3, 3], 90)?,
+        var(&[co], 91)?,
+        var(&[co], 92)?,
+    ];
+    let vars = chain_vars(chain)?;
+    let run: Vec<ops::RunBlock> = (vars.iter().zip(chain))
+        .map(|(v, &(_, _, stride, shortcut))| ops::RunBlock {
+            params: params(v),
+            stride,
+            shortcut,
+        })
+        .collect();
+    let [w, gamma, beta] = stem_vars.each_ref().map(|v| v.as_tensor());
+    let trunk = if one_op {
+        let stem = ops::RunStem {
+            conv: w,
+            gamma,
+            beta,
+            stride: 1,
+            padding: 1,
+        };
+        ops::trunk_train(&x, &stem, &run, 1e-5, backend)?
+    } else {
+        let (y, m, v) =
+            ops::conv2d_batch_norm_train(&x, w, 1, 1, gamma, beta, 1e-5, true, backend)?;
+        let count = y.elem_count() / y.dim(1)?;
+        let (y, blocks) = ops::basic_blocks_train(&y, &run, 1e-5, backend)?;
+        ops::Trunk {
+            features: y.mean((2, 3))?,
+            stem: (m, v, count),
+            blocks,
+        }
+    };
+    let f = &trunk.features;
+    let r = Tensor::from_vec(values(f.elem_count(), 9), f.dims(), &Device::Cpu)?;
+    let grads = (f * &r)?.sum_all()?.backward()?;
+    let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+    let (m, v, count) = &trunk.stem;
+    let mut out = vec![flat(f)?, flat(m)?, flat(v)?, vec![*count as f32]];
+    for ([(m1, v1), (m2, v2)], count) in &trunk.blocks {
+        out.extend([
+            flat(m1)?,
+            flat(v1)?,
+            flat(m2)?,
+            flat(v2)?,
+            vec![*count as f32],
+        ]);
+    }
+    for v in stem_vars.iter().chain(vars.iter().flatten()) {
+        out.push(flat(grads.get(v.as_tensor()).expect("parameter gradient"))?);
+    }
+    Ok(out)
+}
+
+#[test]
+fn a_trunk_as_one_op_matches_the_stem_the_run_and_the_pooling_apart() -> Result<()> {
+    use BlockShortcut::{Identity, PadA};
+    let dims = [3, 3, 16, 16];
+    let blocks: &Chain = &[
+        (16, 16, 1, Identity),
+        (16, 32, 2, PadA),
+        (32, 32, 1, Identity),
+    ];
+    let one = trunk(dims, blocks, true, Backend::Custom)?;
+    let apart = trunk(dims, blocks, false, Backend::Custom)?;
+    let stock = trunk(dims, blocks, false, Backend::Stock)?;
+    assert_eq!(one.len(), apart.len());
+    // Only the pooling sums in another order: the features may differ in their last bits, the
+    // statistics and gradients (linear in the features' gradient) not at all.
+    for (i, (a, b)) in one.iter().zip(&apart).enumerate() {
+        match i {
+            0 => assert!(
+                a.iter()
+                    .zip(b)
+                    .all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + b.abs()))
+            ),
+            _ => assert!(a == b, "result {i} differs from the ops apart"),
+        }
+    }
+    for (i, (a, b)) in one.iter().zip(&stock).enumerate() {
+        let (a, b) = (
+            Tensor::new(a.as_slice(), &Device::Cpu)?,
+            Tensor::new(b.as_slice(), &Device::Cpu)?,
+        );
+        assert_close(&format!("trunk result {i} against stock"), &a, &b, 1e-3)?;
+    }
+    Ok(())
+}

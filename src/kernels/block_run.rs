@@ -5,10 +5,17 @@
 //! and candle sees one input gradient and one flat parameter gradient per run. A block computes
 //! the same inside a run as alone ([`super::basic_block_train`] is a run of one), so results do
 //! not depend on how the blocks are grouped.
+//!
+//! A whole CIFAR trunk ([`trunk_train`]) also takes in the stem (convolution, batch norm, ReLU)
+//! and the global average pooling: then no activation-sized gradient passes through candle at
+//! all (the stem's 8 MB output gradient and the pooling's 2 MB one were zero-filled and added on
+//! one thread while the other waited).
 
 use super::block::{BasicBlockParams, BlockSaved, BlockShape, BlockShortcut, BlockStats};
-use super::{cpu_f32, cpu_tensor, pool, with_f32};
+use super::conv::{self, ConvGeometry};
+use super::{batchnorm, cpu_f32, cpu_tensor, pool, simd, with_f32};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
 
 /// One block of a run: its parameters, its first convolution's stride and its shortcut.
@@ -19,27 +26,71 @@ pub struct RunBlock<'a> {
     pub shortcut: BlockShortcut,
 }
 
+/// The stem in front of a trunk: a bias-free convolution (OIHW, square), its batch norm, a
+/// ReLU.
+#[derive(Clone, Copy, Debug)]
+pub struct RunStem<'a> {
+    pub conv: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+/// What a trained trunk gives: the pooled features (N, C), the stem's batch mean and biased
+/// variance, and every block's statistics, each with the number of values per channel they were
+/// taken over.
+pub struct Trunk {
+    pub features: Tensor,
+    pub stem: (Tensor, Tensor, usize),
+    pub blocks: Vec<(BlockStats, usize)>,
+}
+
+struct StemSaved {
+    z: Vec<f32>,
+    y: Vec<f32>,
+    bn: batchnorm::Saved,
+}
+
 struct RunSaved {
     /// The input of every block after the first (the output of the block before it).
     inputs: Vec<Vec<f32>>,
     blocks: Vec<BlockSaved>,
+    stem: Option<StemSaved>,
+    /// The last block's output when the op returns it pooled.
+    last: Option<Vec<f32>>,
 }
 
 impl Drop for RunSaved {
     fn drop(&mut self) {
         self.inputs.drain(..).for_each(pool::give);
+        if let Some(s) = self.stem.take() {
+            pool::give(s.z);
+            pool::give(s.y);
+        }
+        if let Some(last) = self.last.take() {
+            pool::give(last);
+        }
     }
 }
 
 struct BlockRun {
+    stem: Option<(ConvGeometry, f64)>,
     shapes: Vec<BlockShape>,
+    pool: bool,
     saved: Arc<OnceLock<RunSaved>>,
 }
 
 impl BlockRun {
+    /// How many flat parameters the stem takes (its weight, gamma and beta), in front.
+    fn stem_len(&self) -> usize {
+        self.stem
+            .map_or(0, |(g, _)| g.co * g.ci * g.ksize * g.ksize + 2 * g.co)
+    }
+
     /// Where each block's parameters lie in the flat parameter vector.
     fn ranges(&self) -> Vec<std::ops::Range<usize>> {
-        let mut at = 0;
+        let mut at = self.stem_len();
         (self.shapes.iter())
             .map(|s| {
                 let len = s.offsets()[6];
@@ -47,6 +98,10 @@ impl BlockRun {
                 at - len..at
             })
             .collect()
+    }
+
+    fn out_dims(&self) -> [usize; 4] {
+        self.shapes[self.shapes.len() - 1].out_dims()
     }
 }
 
@@ -58,10 +113,47 @@ pub fn basic_blocks_train(
     blocks: &[RunBlock],
     eps: f64,
 ) -> Result<(Tensor, Vec<(BlockStats, usize)>)> {
+    let (y, _, stats) = run_train(x, None, blocks, eps, false)?;
+    Ok((y, stats))
+}
+
+/// The stem, `blocks` and the global average pooling in training mode on images `x`
+/// (N, C, H, W), as one op.
+pub fn trunk_train(x: &Tensor, stem: &RunStem, blocks: &[RunBlock], eps: f64) -> Result<Trunk> {
+    let (features, stem, blocks) = run_train(x, Some(stem), blocks, eps, true)?;
+    let Some(stem) = stem else {
+        bail!("trunk_train: the forward pass left no stem statistics")
+    };
+    Ok(Trunk {
+        features,
+        stem,
+        blocks,
+    })
+}
+
+type StemStats = Option<(Tensor, Tensor, usize)>;
+
+/// A run's output, the stem's statistics (with a stem) and every block's.
+type RunOutput = (Tensor, StemStats, Vec<(BlockStats, usize)>);
+
+fn run_train(
+    x: &Tensor,
+    stem: Option<&RunStem>,
+    blocks: &[RunBlock],
+    eps: f64,
+    pool: bool,
+) -> Result<RunOutput> {
     if blocks.is_empty() {
         bail!("basic_blocks_train: no blocks")
     }
-    let mut dims = x.dims().to_vec();
+    let stem_g = stem
+        .map(|s| ConvGeometry::new(x.dims(), s.conv.dims(), s.stride, s.padding))
+        .transpose()
+        .map_err(|e| e.context("the stem"))?;
+    let mut dims = match stem_g {
+        Some(g) => vec![g.n, g.co, g.ho, g.wo],
+        None => x.dims().to_vec(),
+    };
     let mut shapes = Vec::with_capacity(blocks.len());
     for (i, b) in blocks.iter().enumerate() {
         let shape = BlockShape::new(&dims, &b.params, b.stride, b.shortcut, eps)
@@ -69,25 +161,46 @@ pub fn basic_blocks_train(
         dims = shape.out_dims().to_vec();
         shapes.push(shape);
     }
-    let flat = blocks
-        .iter()
-        .map(|b| b.params.flat())
-        .collect::<Result<Vec<_>>>()?;
-    let params = Tensor::cat(&flat.concat(), 0)?;
+    let mut flat = Vec::new();
+    if let Some(s) = stem {
+        for (name, t) in [("gamma", s.gamma), ("beta", s.beta)] {
+            let co = s.conv.dim(0)?;
+            if t.dims() != [co] {
+                bail!(
+                    "the stem's {name} must have shape ({co},), got {:?}",
+                    t.dims()
+                )
+            }
+        }
+        flat.extend([s.conv.flatten_all()?, s.gamma.clone(), s.beta.clone()]);
+    }
+    for b in blocks {
+        flat.extend(b.params.flat()?);
+    }
+    let params = Tensor::cat(&flat, 0)?;
     let saved = Arc::new(OnceLock::new());
     let counts: Vec<usize> = (shapes.iter().map(BlockShape::out_dims))
         .map(|[n, _, h, w]| n * h * w)
         .collect();
     let op = BlockRun {
+        stem: stem_g.map(|g| (g, eps)),
         shapes,
+        pool,
         saved: saved.clone(),
     };
     let y = x.contiguous()?.apply_op2(&params, op)?;
     let Some(s) = saved.get() else {
         bail!("basic_blocks_train: the forward pass left no statistics")
     };
+    let stem_stats = match (&s.stem, stem_g) {
+        (Some(st), Some(g)) => {
+            let stat = |v: &Vec<f32>| cpu_tensor(v.clone(), &[v.len()]);
+            Some((stat(&st.bn.mean)?, stat(&st.bn.var)?, g.n * g.ho * g.wo))
+        }
+        _ => None,
+    };
     let stats = (s.blocks.iter().zip(counts)).map(|(b, count)| Ok((b.stats()?, count)));
-    Ok((y, stats.collect::<Result<_>>()?))
+    Ok((y, stem_stats, stats.collect::<Result<_>>()?))
 }
 
 impl CustomOp2 for BlockRun {
@@ -108,22 +221,45 @@ impl CustomOp2 for BlockRun {
         if p.len() != ranges.last().map_or(0, |r| r.end) {
             bail!("{what}: {} parameters for {:?}", p.len(), ranges)
         }
+        let stem = self.stem.map(|(g, eps)| {
+            let wlen = g.co * g.ci * g.ksize * g.ksize;
+            let (gamma, beta) = (&p[wlen..wlen + g.co], &p[wlen + g.co..wlen + 2 * g.co]);
+            let (z, planes) = conv::forward_stats(x, &p[..wlen], &g);
+            let dims = (g.n, g.co, g.ho * g.wo);
+            let (y, bn) = batchnorm::forward(&z, Some(&planes), gamma, beta, eps, true, dims);
+            StemSaved { z, y, bn }
+        });
+        let first = stem.as_ref().map_or(x, |s| &s.y[..]);
         let mut inputs = Vec::with_capacity(self.shapes.len().saturating_sub(1));
         let mut blocks = Vec::with_capacity(self.shapes.len());
         let mut last: Option<Vec<f32>> = None;
         for (shape, range) in self.shapes.iter().zip(ranges) {
-            let (y, saved) = shape.forward(last.as_deref().unwrap_or(x), &p[range]);
+            let (y, saved) = shape.forward(last.as_deref().unwrap_or(first), &p[range]);
             blocks.push(saved);
             inputs.extend(last.replace(y));
         }
         let Some(y) = last else {
             bail!("{what}: no blocks")
         };
-        if self.saved.set(RunSaved { inputs, blocks }).is_err() {
+        let [n, c, h, w] = self.out_dims();
+        let (out, shape, last) = match self.pool {
+            true => {
+                let hw = (h * w).max(1);
+                let means = y.par_chunks(hw).map(|p| simd::sum(p) / hw as f32);
+                (means.collect(), Shape::from((n, c)), Some(y))
+            }
+            false => (y, Shape::from((n, c, h, w)), None),
+        };
+        let saved = RunSaved {
+            inputs,
+            blocks,
+            stem,
+            last,
+        };
+        if self.saved.set(saved).is_err() {
             bail!("{what}: a custom op instance ran its forward pass twice")
         }
-        let dims = self.shapes[self.shapes.len() - 1].out_dims();
-        Ok((CpuStorage::F32(y), Shape::from(&dims)))
+        Ok((CpuStorage::F32(out), shape))
     }
 
     fn bwd(
@@ -140,18 +276,34 @@ impl CustomOp2 for BlockRun {
         let p = with_f32(params, what, |p| Ok(p.to_vec()))?;
         let ranges = self.ranges();
         let last = self.shapes.len() - 1;
+        let [_, _, h, w] = self.out_dims();
+        // The pooling's gradient: each plane gets its mean's gradient over its size.
+        let expanded = match self.pool {
+            true => Some(with_f32(grad, what, |g| {
+                let hw = (h * w).max(1);
+                let mut dy = pool::take(g.len() * hw);
+                dy.par_chunks_mut(hw)
+                    .zip(g.par_iter())
+                    .for_each(|(plane, &v)| plane.fill(v / hw as f32));
+                Ok(dy)
+            })?),
+            false => None,
+        };
         let (dx, dps) = with_f32(x, what, |xs| {
-            with_f32(res, what, |ys| {
-                with_f32(grad, what, |dy| {
+            with_f32(res, what, |rs| {
+                with_f32(grad, what, |gs| {
+                    let ys = s.last.as_deref().unwrap_or(rs);
+                    let dy = expanded.as_deref().unwrap_or(gs);
+                    let first = s.stem.as_ref().map_or(xs, |st| &st.y[..]);
                     let mut dps = vec![Vec::new(); self.shapes.len()];
                     // The gradient at the output of block k + 1 while block k runs (ours after
                     // the last block).
                     let mut carried: Option<Vec<f32>> = None;
                     for k in (0..=last).rev() {
-                        let input = if k == 0 { xs } else { &s.inputs[k - 1] };
+                        let input = if k == 0 { first } else { &s.inputs[k - 1] };
                         let output = if k == last { ys } else { &s.inputs[k] };
                         let dy_k = carried.as_deref().unwrap_or(dy);
-                        let need_dx = k > 0 || x.track_op();
+                        let need_dx = k > 0 || s.stem.is_some() || x.track_op();
                         let (dx, dp) = self.shapes[k].backward(
                             &s.blocks[k],
                             input,
@@ -165,11 +317,45 @@ impl CustomOp2 for BlockRun {
                             pool::give(used);
                         }
                     }
-                    Ok((carried, dps.concat()))
+                    let stem = match (&s.stem, self.stem, carried.take()) {
+                        (Some(st), Some((g, _)), Some(dy)) => {
+                            let (dx, dp) = stem_backward(st, &g, &p, xs, &dy, x.track_op());
+                            pool::give(dy);
+                            carried = dx;
+                            dp
+                        }
+                        (_, _, dx) => {
+                            carried = dx;
+                            Vec::new()
+                        }
+                    };
+                    Ok((carried, [stem, dps.concat()].concat()))
                 })
             })
         })?;
+        if let Some(expanded) = expanded {
+            pool::give(expanded);
+        }
         let dx = dx.map(|d| cpu_tensor(d, x.dims())).transpose()?;
         Ok((dx, Some(cpu_tensor(dps, params.dims())?)))
     }
+}
+
+/// The stem's backward pass for the gradient `dy` at its ReLU's output: its input gradient
+/// (when `need_dx`) and its flat parameter gradient (weight, gamma, beta).
+fn stem_backward(
+    s: &StemSaved,
+    g: &ConvGeometry,
+    p: &[f32],
+    x: &[f32],
+    dy: &[f32],
+    need_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>) {
+    let wlen = g.co * g.ci * g.ksize * g.ksize;
+    let (w, gamma) = (&p[..wlen], &p[wlen..wlen + g.co]);
+    let dims = (g.n, g.co, g.ho * g.wo);
+    let (dz, dgamma, dbeta) = batchnorm::backward(&s.z, &s.y, dy, gamma, &s.bn, true, dims);
+    let dw = conv::backward_weight(x, &dz, g);
+    let dx = need_dx.then(|| conv::backward_input(&dz, w, g));
+    (dx, [dw, dgamma, dbeta].concat())
 }

@@ -441,13 +441,48 @@ pub(crate) fn forward_run(x: &Tensor, blocks: &[Block], backend: Backend) -> Res
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| candle_core::Error::Msg("forward_run: not a run of basic blocks".into()))?;
     let (y, stats) = ops::basic_blocks_train(x, &run, BN_EPS, backend)?;
-    for (block, ([(m1, v1), (m2, v2)], count)) in blocks.iter().zip(&stats) {
+    update_running(blocks, &stats)?;
+    Ok(y)
+}
+
+/// The stem, `blocks` (each with a [`Block::run_block`]) and the global average pooling trained
+/// as one op ([`ops::trunk_train`]); moves every batch norm's running statistics and returns the
+/// pooled features (N, C).
+pub(crate) fn forward_trunk(
+    x: &Tensor,
+    stem: &ConvBn,
+    blocks: &[Block],
+    backend: Backend,
+) -> Result<Tensor> {
+    let run = (blocks.iter().map(Block::run_block))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            candle_core::Error::Msg("forward_trunk: not a run of basic blocks".into())
+        })?;
+    let bn = &stem.bn;
+    let head = ops::RunStem {
+        conv: stem.weight.as_tensor(),
+        gamma: bn.gamma.as_tensor(),
+        beta: bn.beta.as_tensor(),
+        stride: stem.stride,
+        padding: stem.padding,
+    };
+    let trunk = ops::trunk_train(x, &head, &run, BN_EPS, backend)?;
+    let (mean, var, count) = &trunk.stem;
+    bn.update_running(mean, var, *count)?;
+    update_running(blocks, &trunk.blocks)?;
+    Ok(trunk.features)
+}
+
+/// Moves the running statistics of `blocks`' batch norms by their batch statistics `stats`.
+fn update_running(blocks: &[Block], stats: &[(ops::BlockStats, usize)]) -> Result<()> {
+    for (block, ([(m1, v1), (m2, v2)], count)) in blocks.iter().zip(stats) {
         if let Block::Basic(b) = block {
             b.conv1.bn.update_running(m1, v1, *count)?;
             b.conv2.bn.update_running(m2, v2, *count)?;
         }
     }
-    Ok(y)
+    Ok(())
 }
 
 /// A basic block's weights and batch-norm tensors for evaluation, held while a run of blocks
