@@ -185,6 +185,16 @@ pub(crate) struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// Panics unless the epilogue fits an image's output of `co` channels of `plane` floats
+    /// (what the AVX-512 kernels, which read it past any bounds check, rely on).
+    pub fn check(&self, kernel: &str, co: usize, plane: usize) {
+        assert!(self.bias.len() >= co, "{kernel}: a bias per output");
+        assert!(
+            self.residual.is_none_or(|r| r.len() >= co * plane),
+            "{kernel}: residual shorter than the output"
+        );
+    }
+
     /// Applies the epilogue to one image's output (channels × pixels).
     pub fn apply(&self, out: &mut [f32]) {
         let p = out.len() / self.bias.len().max(1);

@@ -1,6 +1,6 @@
 //! Helpers of the kernels' unit tests: fixed data and the plain-loop geometry they check against.
 
-use super::conv::ConvGeometry;
+use super::conv::{ConvGeometry, Epilogue};
 
 /// Values in [-1, 1) from a fixed formula of the index and `seed` (the same on every run).
 pub(super) fn data(len: usize, seed: usize) -> Vec<f32> {
@@ -62,4 +62,57 @@ impl Plain {
         }
         r
     }
+}
+
+/// A stride-1 3 × 3 kernel of whole images with an optional epilogue (the Winograd kernels)
+/// against plain loops on `shapes` (n, ci, h, w, co) it `supports`: each image alone, then with
+/// a bias, a residual and ReLU, within 1e-4 per input channel. `run(w, g)` prepares the kernel
+/// and returns the call that convolves one image. Returns how many shapes ran.
+pub(super) fn check_image_kernel<F>(
+    shapes: &[(usize, usize, usize, usize, usize)],
+    supports: fn(&ConvGeometry) -> bool,
+    run: impl Fn(&[f32], &ConvGeometry) -> F,
+) -> usize
+where
+    F: Fn(&[f32], &mut [f32], Option<&Epilogue>),
+{
+    let mut ran = 0;
+    for &(n, ci, h, w, co) in shapes {
+        let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], 1, 1).unwrap();
+        if !supports(&g) {
+            continue;
+        }
+        ran += 1;
+        let (x, wt, dy) = (
+            data(n * ci * h * w, 1),
+            data(co * ci * 9, 2),
+            data(n * co * h * w, 3),
+        );
+        let (in_len, p) = (ci * h * w, h * w);
+        let Plain { y, .. } = Plain::new(&g, &x, &wt, &dy);
+        let image = run(&wt, &g);
+        let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.1 - 0.5).collect();
+        let residual = data(co * p, 4);
+        let tol = 1e-4 * ci as f32;
+        for i in 0..n {
+            let xi = &x[i * in_len..(i + 1) * in_len];
+            let want = &y[i * co * p..(i + 1) * co * p];
+            let mut out = vec![f32::NAN; co * p];
+            image(xi, &mut out, None);
+            for (at, (a, b)) in out.iter().zip(want).enumerate() {
+                assert!((a - b).abs() < tol, "forward {g:?} at {at}: {a} vs {b}");
+            }
+            let e = Epilogue {
+                bias: &bias,
+                residual: Some(&residual),
+                relu: true,
+            };
+            image(xi, &mut out, Some(&e));
+            for (at, (a, b)) in out.iter().zip(want).enumerate() {
+                let b = (b + bias[at / p] + residual[at]).max(0.0);
+                assert!((a - b).abs() < tol, "epilogue {g:?} at {at}: {a} vs {b}");
+            }
+        }
+    }
+    ran
 }

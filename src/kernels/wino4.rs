@@ -20,8 +20,7 @@
 
 use super::conv::{ConvGeometry, Epilogue};
 use super::gemm::with_scratch;
-use super::wino512::{BLOCK, NO, NV, V, products};
-use rayon::prelude::*;
+use super::wino512::{BLOCK, NO, NV, V, products, transformed_weight};
 use std::arch::x86_64::*;
 
 /// Transformed positions per tile (6 × 6).
@@ -63,21 +62,7 @@ pub(crate) struct Wino4 {
 impl Wino4 {
     pub fn new(w: &[f32], g: &ConvGeometry) -> Self {
         assert!(supported(g), "wino4 conv: unsupported CPU or shape {g:?}");
-        let (ci, co) = (g.ci, g.co);
-        let blocks = co.div_ceil(NO);
-        // Transformed by both threads (the step's other thread waits for it), then laid out.
-        let t: Vec<[f32; XI]> = w[..co * ci * 9]
-            .par_chunks(9)
-            .with_min_len(256)
-            .map(transform_weight)
-            .collect();
-        let mut u = vec![0f32; XI * blocks * ci * NO];
-        for (oc, t) in t.iter().enumerate() {
-            let (o, c) = (oc / ci, oc % ci);
-            for (xi, &value) in t.iter().enumerate() {
-                u[((xi * blocks + o / NO) * ci + c) * NO + o % NO] = value;
-            }
-        }
+        let u = transformed_weight(w, g, transform_weight);
         let tw = g.w / 4;
         Wino4 {
             g: *g,
@@ -101,11 +86,7 @@ impl Wino4 {
         assert!(x.len() >= ci * hw && out.len() >= co * hw);
         assert!(std::is_x86_feature_detected!("avx512f"));
         if let Some(e) = epilogue {
-            assert!(e.bias.len() >= co, "wino4: a bias per output");
-            assert!(
-                e.residual.is_none_or(|r| r.len() >= co * hw),
-                "wino4: residual shorter than the output"
-            );
+            e.check("wino4", co, hw);
         }
         let blocks = self.tvs.div_ceil(NV);
         let v_len = blocks * XI * ci * BLOCK;

@@ -72,21 +72,7 @@ pub(crate) struct Wino512 {
 impl Wino512 {
     pub fn new(w: &[f32], g: &ConvGeometry) -> Self {
         assert!(supported(g), "wino512 conv: unsupported CPU or shape {g:?}");
-        let (ci, co) = (g.ci, g.co);
-        let blocks = co.div_ceil(NO);
-        // Transformed by both threads (the step's other thread waits for it), then laid out.
-        let t: Vec<[f32; XI]> = w[..co * ci * 9]
-            .par_chunks(9)
-            .with_min_len(256)
-            .map(transform_weight)
-            .collect();
-        let mut u = vec![0f32; XI * blocks * ci * NO];
-        for (oc, t) in t.iter().enumerate() {
-            let (o, c) = (oc / ci, oc % ci);
-            for (xi, &value) in t.iter().enumerate() {
-                u[((xi * blocks + o / NO) * ci + c) * NO + o % NO] = value;
-            }
-        }
+        let u = transformed_weight(w, g, transform_weight);
         let (tw, th) = (g.w / 2, g.h / 2);
         let mut stores = Vec::with_capacity(th * tw / V * 4);
         for tv in 0..th * tw / V {
@@ -128,11 +114,7 @@ impl Wino512 {
         assert!(x.len() >= ci * hw && out.len() >= co * hw);
         assert!(std::is_x86_feature_detected!("avx512f"));
         if let Some(e) = epilogue {
-            assert!(e.bias.len() >= co, "wino512: a bias per output");
-            assert!(
-                e.residual.is_none_or(|r| r.len() >= co * hw),
-                "wino512: residual shorter than the output"
-            );
+            e.check("wino512", co, hw);
         }
         let tiles = self.th * self.tw;
         let blocks = tiles.div_ceil(BLOCK);
@@ -427,6 +409,32 @@ impl Wino512 {
             }
         }
     }
+}
+
+/// The weight of `g` transformed kernel by kernel (`transform`, U = G g Gᵀ as XI floats) and laid
+/// out as [ξ][out block][channel][NO], zero past the last output channel: what [`products`]
+/// reads.
+pub(super) fn transformed_weight<const XI: usize>(
+    w: &[f32],
+    g: &ConvGeometry,
+    transform: fn(&[f32]) -> [f32; XI],
+) -> Vec<f32> {
+    let (ci, co) = (g.ci, g.co);
+    let blocks = co.div_ceil(NO);
+    // Transformed by both threads (the step's other thread waits for it), then laid out.
+    let t: Vec<[f32; XI]> = w[..co * ci * 9]
+        .par_chunks(9)
+        .with_min_len(256)
+        .map(transform)
+        .collect();
+    let mut u = vec![0f32; XI * blocks * ci * NO];
+    for (oc, t) in t.iter().enumerate() {
+        let (o, c) = (oc / ci, oc % ci);
+        for (xi, &value) in t.iter().enumerate() {
+            u[((xi * blocks + o / NO) * ci + c) * NO + o % NO] = value;
+        }
+    }
+    u
 }
 
 /// `Bᵀ d` of four consecutive padded pixels (or rows) d0..d3, one tile a lane: the 1-D input

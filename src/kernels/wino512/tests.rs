@@ -1,6 +1,6 @@
 //! The Winograd kernel against plain loops.
 
-use super::super::testing::{Plain, data};
+use super::super::testing::check_image_kernel;
 use super::*;
 
 #[test]
@@ -16,44 +16,12 @@ fn winograd_forward_matches_plain_loops() {
         (1, 16, 8, 8, 21),
         (1, 16, 8, 8, 13),
     ];
-    let mut ran = 0;
-    for (n, ci, h, w, co) in shapes {
-        let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], 1, 1).unwrap();
-        if !supported(&g) {
-            continue;
+    let ran = check_image_kernel(&shapes, supported, |wt, g| {
+        let kernel = Wino512::new(wt, g);
+        move |xi: &[f32], out: &mut [f32], e: Option<&Epilogue>| {
+            kernel.image_finished(xi, &[], out, e)
         }
-        ran += 1;
-        let (x, wt, dy) = (
-            data(n * ci * h * w, 1),
-            data(co * ci * 9, 2),
-            data(n * co * h * w, 3),
-        );
-        let (in_len, p) = (ci * h * w, h * w);
-        let Plain { y, .. } = Plain::new(&g, &x, &wt, &dy);
-        let wino = Wino512::new(&wt, &g);
-        let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.1 - 0.5).collect();
-        let residual = data(co * p, 4);
-        for i in 0..n {
-            let xi = &x[i * in_len..(i + 1) * in_len];
-            let want = &y[i * co * p..(i + 1) * co * p];
-            let mut out = vec![f32::NAN; co * p];
-            wino.image_finished(xi, &[], &mut out, None);
-            let tol = 1e-4 * ci as f32;
-            for (at, (a, b)) in out.iter().zip(want).enumerate() {
-                assert!((a - b).abs() < tol, "forward {g:?} at {at}: {a} vs {b}");
-            }
-            let e = Epilogue {
-                bias: &bias,
-                residual: Some(&residual),
-                relu: true,
-            };
-            wino.image_finished(xi, &[], &mut out, Some(&e));
-            for (at, (a, b)) in out.iter().zip(want).enumerate() {
-                let b = (b + bias[at / p] + residual[at]).max(0.0);
-                assert!((a - b).abs() < tol, "epilogue {g:?} at {at}: {a} vs {b}");
-            }
-        }
-    }
+    });
     let avx512 = std::is_x86_feature_detected!("avx512f");
     assert_eq!(ran, if avx512 { shapes.len() } else { 0 });
 }
