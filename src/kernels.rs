@@ -34,6 +34,8 @@ mod weight_grad;
 mod wino4;
 #[cfg(target_arch = "x86_64")]
 mod wino512;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor, bail};
 

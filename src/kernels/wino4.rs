@@ -20,7 +20,7 @@
 
 use super::conv::{ConvGeometry, Epilogue};
 use super::gemm::with_scratch;
-use super::wino512::{BLOCK, NO, NV, V, products, transformed_weight};
+use super::winograd::{BLOCK, NO, NV, V, products, transformed_weight};
 use std::arch::x86_64::*;
 
 /// Transformed positions per tile (6 × 6).

@@ -20,17 +20,9 @@
 use super::conv::{ConvGeometry, Epilogue};
 use super::direct512::lanes;
 use super::gemm::with_scratch;
-use rayon::prelude::*;
+use super::winograd::{BLOCK, NO, NV, V, products, transformed_weight};
 use std::arch::x86_64::*;
 
-/// Lanes of a vector.
-pub(super) const V: usize = 16;
-/// Output channels per product tile.
-pub(super) const NO: usize = 8;
-/// Tile vectors per product tile (and per block of V).
-pub(super) const NV: usize = 3;
-/// Tiles per block of V.
-pub(super) const BLOCK: usize = NV * V;
 /// Transformed positions per tile (4 × 4).
 const XI: usize = 16;
 
@@ -411,32 +403,6 @@ impl Wino512 {
     }
 }
 
-/// The weight of `g` transformed kernel by kernel (`transform`, U = G g Gᵀ as XI floats) and laid
-/// out as [ξ][out block][channel][NO], zero past the last output channel: what [`products`]
-/// reads.
-pub(super) fn transformed_weight<const XI: usize>(
-    w: &[f32],
-    g: &ConvGeometry,
-    transform: fn(&[f32]) -> [f32; XI],
-) -> Vec<f32> {
-    let (ci, co) = (g.ci, g.co);
-    let blocks = co.div_ceil(NO);
-    // Transformed by both threads (the step's other thread waits for it), then laid out.
-    let t: Vec<[f32; XI]> = w[..co * ci * 9]
-        .par_chunks(9)
-        .with_min_len(256)
-        .map(transform)
-        .collect();
-    let mut u = vec![0f32; XI * blocks * ci * NO];
-    for (oc, t) in t.iter().enumerate() {
-        let (o, c) = (oc / ci, oc % ci);
-        for (xi, &value) in t.iter().enumerate() {
-            u[((xi * blocks + o / NO) * ci + c) * NO + o % NO] = value;
-        }
-    }
-    u
-}
-
 /// `Bᵀ d` of four consecutive padded pixels (or rows) d0..d3, one tile a lane: the 1-D input
 /// transform that the column and row passes both apply.
 #[target_feature(enable = "avx512f")]
@@ -473,109 +439,6 @@ fn transform_weight(k: &[f32]) -> [f32; 16] {
         let (row, col) = (xi / 4, xi % 4);
         g(gg[0][row], gg[1][row], gg[2][row])[col] as f32
     })
-}
-
-/// The products `M[ξ] = U[ξ] V[ξ]` of output block `ob` (of `blocks`) over one tile block `vb`
-/// of nv vectors into m[ξ][o][48], `u` laid out [ξ][out block][channel][8], for the XI = u.len()
-/// / (blocks·ci·8) transformed positions; returns the slot of 16 tiles the outputs start at in
-/// each row of m. A block of one tile vector would give the products only 8 accumulators (8
-/// broadcasts and a load per 8 FMAs, and the FMAs' latency exposed), so there output blocks go
-/// in pairs: the even one computes both, into slots 0 and 1, and the odd one finds its outputs in
-/// slot 1.
-///
-/// # Safety
-/// AVX-512F present.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn products(
-    (vb, u): (&[f32], &[f32]),
-    (ob, blocks): (usize, usize),
-    (ci, nv): (usize, usize),
-    m: &mut [f32],
-) -> usize {
-    let xis = u.len() / (blocks * ci * NO).max(1);
-    assert!(vb.len() >= xis * ci * BLOCK && m.len() >= xis * NO * BLOCK);
-    assert!(ob < blocks && (1..=NV).contains(&nv));
-    let paired = nv == 1 && (ob | 1) < blocks;
-    if paired && ob % 2 == 1 {
-        return 1;
-    }
-    for xi in 0..xis {
-        let src = vb[xi * ci * BLOCK..].as_ptr();
-        let w = u[(xi * blocks + ob) * ci * NO..].as_ptr();
-        let dst = m[xi * NO * BLOCK..].as_mut_ptr();
-        // SAFETY: src holds ci × 48 floats of this ξ, w ci × 8 (and the next block's ci × 8
-        // when paired), dst 8 × 48 (asserted).
-        unsafe {
-            match nv {
-                3 => product::<3>(src, w, ci, dst),
-                2 => product::<2>(src, w, ci, dst),
-                _ if paired => product_pair(src, (w, w.add(ci * NO)), ci, dst),
-                _ => product::<1>(src, w, ci, dst),
-            }
-        }
-    }
-    0
-}
-
-/// [`product`] of one vector for two output blocks (weights `w.0`, `w.1`) into slots 0 and 1
-/// of dst's rows: 16 accumulators.
-///
-/// # Safety
-/// AVX-512F present; `src` holds `ci` rows of 48 floats, `w.0` and `w.1` ci × 8 floats each,
-/// `dst` 8 rows of 48.
-#[target_feature(enable = "avx512f")]
-unsafe fn product_pair(src: *const f32, w: (*const f32, *const f32), ci: usize, dst: *mut f32) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; NO];
-    for c in 0..ci {
-        // SAFETY (all pointer arithmetic): within the bounds the caller guarantees.
-        let (xv, w0, w1) = unsafe {
-            let xv = _mm512_loadu_ps(src.add(c * BLOCK));
-            (xv, w.0.add(c * NO), w.1.add(c * NO))
-        };
-        for (o, acc) in acc.iter_mut().enumerate() {
-            let (a, b) = unsafe { (*w0.add(o), *w1.add(o)) };
-            acc[0] = _mm512_fmadd_ps(xv, _mm512_set1_ps(a), acc[0]);
-            acc[1] = _mm512_fmadd_ps(xv, _mm512_set1_ps(b), acc[1]);
-        }
-    }
-    for (o, acc) in acc.iter().enumerate() {
-        for (slot, &a) in acc.iter().enumerate() {
-            unsafe { _mm512_storeu_ps(dst.add(o * BLOCK + slot * V), a) };
-        }
-    }
-}
-
-/// `dst[o][v·16..] = Σ_c w[c][o] · src[c][v·16..]` for 8 outputs and N vectors (rows 48 apart).
-///
-/// # Safety
-/// AVX-512F present; `src` holds `ci` rows of 48 floats, `w` ci × 8 floats, `dst` 8 rows of 48.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn product<const N: usize>(
-    src: *const f32,
-    w: *const f32,
-    ci: usize,
-    dst: *mut f32,
-) {
-    let mut acc = [[_mm512_setzero_ps(); N]; NO];
-    for c in 0..ci {
-        // SAFETY (all pointer arithmetic): within the bounds the caller guarantees.
-        let (sc, wc) = unsafe { (src.add(c * BLOCK), w.add(c * NO)) };
-        let mut xv = [_mm512_setzero_ps(); N];
-        for (v, xv) in xv.iter_mut().enumerate() {
-            *xv = unsafe { _mm512_loadu_ps(sc.add(v * V)) };
-        }
-        for (o, acc) in acc.iter_mut().enumerate() {
-            let wv = _mm512_set1_ps(unsafe { *wc.add(o) });
-            for v in 0..N {
-                acc[v] = _mm512_fmadd_ps(xv[v], wv, acc[v]);
-            }
-        }
-    }
-    for (o, acc) in acc.iter().enumerate() {
-        for (v, &a) in acc.iter().enumerate() {
-            unsafe { _mm512_storeu_ps(dst.add(o * BLOCK + v * V), a) };
-        }
-    }
 }
 
 #[cfg(test)]
