@@ -20,7 +20,7 @@
 
 use super::conv::{ConvGeometry, Epilogue};
 use super::gemm::with_scratch;
-use super::winograd::{BLOCK, NO, NV, V, products, transformed_weight};
+use super::winograd::{BLOCK, NO, NV, V, blocks_through, transformed_weight};
 use std::arch::x86_64::*;
 
 /// Transformed positions per tile (6 × 6).
@@ -100,32 +100,20 @@ impl Wino4 {
                 // SAFETY: AVX-512F present (asserted); `transform_input` checks its bounds.
                 unsafe { self.transform_input(&x[c * hw..(c + 1) * hw], c, v) };
             }
-            let mut lines = ahead.chunks(16);
-            let per_step = ahead.len().div_ceil(16).div_ceil(blocks * co.div_ceil(NO));
-            for b in 0..blocks {
-                let nv = (self.tvs - b * NV).min(NV);
-                let vb = &v[b * XI * ci * BLOCK..(b + 1) * XI * ci * BLOCK];
-                // The output rows of this block's tiles.
-                let row = |tile: usize| 4 * (tile / self.tw) * g.w;
-                let span = row(b * BLOCK)..row(b * BLOCK + nv * V);
-                for ob in 0..co.div_ceil(NO) {
-                    for line in lines.by_ref().take(per_step) {
-                        // SAFETY: a prefetch of memory we hold a reference to.
-                        unsafe { _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()) };
-                    }
-                    let live = (co - ob * NO).min(NO);
-                    for o in ob * NO..ob * NO + live {
-                        for line in out[o * hw..][span.clone()].chunks(16) {
-                            // SAFETY: a prefetch of memory we hold a reference to.
-                            unsafe { _mm_prefetch::<_MM_HINT_ET0>(line.as_ptr().cast()) };
-                        }
-                    }
-                    // SAFETY: AVX-512F present; `products` and `finish` check their bounds.
-                    unsafe {
-                        let slot = products((vb, &self.u), (ob, co.div_ceil(NO)), (ci, nv), m);
-                        self.finish(&m[slot * V..], (b, ob, nv, live), out, epilogue);
-                    }
-                }
+            // The output rows of a block's tiles.
+            let row = |tile: usize| 4 * (tile / self.tw) * g.w;
+            let span = |b: usize, nv: usize| row(b * BLOCK)..row(b * BLOCK + nv * V);
+            // SAFETY: AVX-512F present (asserted); `finish` checks its bounds.
+            unsafe {
+                blocks_through(
+                    (v, &self.u, m),
+                    (ci, co, self.tvs),
+                    ahead,
+                    out,
+                    hw,
+                    span,
+                    |m, at, out| self.finish(m, at, out, epilogue),
+                );
             }
         });
     }

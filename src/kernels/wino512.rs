@@ -20,7 +20,7 @@
 use super::conv::{ConvGeometry, Epilogue};
 use super::direct512::lanes;
 use super::gemm::with_scratch;
-use super::winograd::{BLOCK, NO, NV, V, products, transformed_weight};
+use super::winograd::{BLOCK, NO, NV, V, blocks_through, transformed_weight};
 use std::arch::x86_64::*;
 
 /// Transformed positions per tile (4 × 4).
@@ -127,33 +127,22 @@ impl Wino512 {
                     self.rows(r, c, v);
                 }
             }
-            let mut lines = ahead.chunks(16);
-            let per_step = ahead.len().div_ceil(16).div_ceil(blocks * co.div_ceil(NO));
-            for b in 0..blocks {
-                let nv = (tiles - b * BLOCK).div_ceil(V).min(NV);
-                let vb = &v[b * XI * ci * BLOCK..(b + 1) * XI * ci * BLOCK];
-                for ob in 0..co.div_ceil(NO) {
-                    for line in lines.by_ref().take(per_step) {
-                        // SAFETY: a prefetch of memory we hold a reference to.
-                        unsafe { _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()) };
-                    }
-                    let live = (co - ob * NO).min(NO);
-                    // The outputs this step stores, fetched for writing while the products run:
-                    // they are fresh memory, and the stores otherwise waited for them.
-                    let rows = |t: usize| 2 * (t / self.tw) * g.w;
-                    let span = rows(b * BLOCK)..rows((b * BLOCK + nv * V - 1) + self.tw);
-                    for o in ob * NO..ob * NO + live {
-                        for line in out[o * hw..][span.clone()].chunks(16) {
-                            // SAFETY: a prefetch of memory we hold a reference to.
-                            unsafe { _mm_prefetch::<_MM_HINT_ET0>(line.as_ptr().cast()) };
-                        }
-                    }
-                    // SAFETY: AVX-512F present; `products` and `finish` check their bounds.
-                    unsafe {
-                        let slot = self.products(vb, ob, nv, m);
-                        self.finish(&m[slot * V..], (b, ob, nv, live), out, epilogue);
-                    }
-                }
+            // The output rows of a block's tiles (a tile vector of 4-tile rows spans rows
+            // of two tile rows).
+            let rows = |t: usize| 2 * (t / self.tw) * g.w;
+            let span =
+                |b: usize, nv: usize| rows(b * BLOCK)..rows((b * BLOCK + nv * V - 1) + self.tw);
+            // SAFETY: AVX-512F present (asserted); `finish` checks its bounds.
+            unsafe {
+                blocks_through(
+                    (v, &self.u, m),
+                    (ci, co, tiles / V),
+                    ahead,
+                    out,
+                    hw,
+                    span,
+                    |m, at, out| self.finish(m, at, out, epilogue),
+                );
             }
         });
     }
@@ -309,18 +298,6 @@ impl Wino512 {
                 }
             }
         }
-    }
-
-    /// The 16 products of output block `ob` over tile block `vb` (nv vectors) into m[ξ][o][48]
-    /// from the returned slot of 16 tiles on ([`products`]).
-    ///
-    /// # Safety
-    /// AVX-512F present.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn products(&self, vb: &[f32], ob: usize, nv: usize, m: &mut [f32]) -> usize {
-        let blocks = self.g.co.div_ceil(NO);
-        // SAFETY: AVX-512F present (this function's contract).
-        unsafe { products((vb, &self.u), (ob, blocks), (self.g.ci, nv), m) }
     }
 
     /// The output transform of m (block b, output block ob, nv vectors, `live` outputs) into

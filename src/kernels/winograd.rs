@@ -6,6 +6,7 @@
 use super::conv::ConvGeometry;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// Lanes of a vector.
 pub(super) const V: usize = 16;
@@ -141,6 +142,52 @@ pub(super) unsafe fn product<const N: usize>(
     for (o, acc) in acc.iter().enumerate() {
         for (v, &a) in acc.iter().enumerate() {
             unsafe { _mm512_storeu_ps(dst.add(o * BLOCK + v * V), a) };
+        }
+    }
+}
+
+/// The transformed input's blocks through the products and the output transform, the part of
+/// an image the two kernels share: for each block `b` of nv tile vectors (of the `tvs`, V laid
+/// out [block][ξ][channel][48]) and each output block `ob`, a share of `ahead`'s lines (the next
+/// image) prefetched into L2, the block's outputs (rows `span(b, nv)` of each live output plane
+/// of `hw` floats) fetched for writing while the products run (they are fresh memory, and the
+/// stores otherwise waited for them), the products, then `finish(m from its slot, (b, ob, nv,
+/// live), out)`.
+///
+/// # Safety
+/// AVX-512F present; `finish` checks its bounds.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn blocks_through(
+    (v, u, m): (&[f32], &[f32], &mut [f32]),
+    (ci, co, tvs): (usize, usize, usize),
+    ahead: &[f32],
+    out: &mut [f32],
+    hw: usize,
+    span: impl Fn(usize, usize) -> Range<usize>,
+    mut finish: impl FnMut(&[f32], (usize, usize, usize, usize), &mut [f32]),
+) {
+    let (blocks, obs) = (tvs.div_ceil(NV), co.div_ceil(NO));
+    let xis = u.len() / (obs * ci * NO).max(1);
+    let mut lines = ahead.chunks(16);
+    let per_step = ahead.len().div_ceil(16).div_ceil(blocks * obs);
+    for b in 0..blocks {
+        let nv = (tvs - b * NV).min(NV);
+        let vb = &v[b * xis * ci * BLOCK..(b + 1) * xis * ci * BLOCK];
+        let span = span(b, nv);
+        for ob in 0..obs {
+            for line in lines.by_ref().take(per_step) {
+                _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast());
+            }
+            let live = (co - ob * NO).min(NO);
+            for o in ob * NO..ob * NO + live {
+                for line in out[o * hw..][span.clone()].chunks(16) {
+                    _mm_prefetch::<_MM_HINT_ET0>(line.as_ptr().cast());
+                }
+            }
+            // SAFETY: AVX-512F present (this function's contract); `products` checks its bounds.
+            let slot = unsafe { products((vb, u), (ob, obs), (ci, nv), m) };
+            finish(&m[slot * V..], (b, ob, nv, live), out);
         }
     }
 }
