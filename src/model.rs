@@ -139,15 +139,11 @@ impl Net {
         // ops::basic_blocks_eval).
         let mut blocks = &self.blocks[..];
         while let Some(first) = blocks.first() {
-            let run = match train {
-                true => blocks
-                    .iter()
-                    .take_while(|b| b.run_block().is_some())
-                    .count(),
-                false => (blocks.iter())
-                    .take_while(|b| b.eval_tensors().is_some())
-                    .count(),
-            };
+            // The blocks that run as one op are the same in training and evaluation: basic
+            // blocks with an identity, option-A or no shortcut.
+            let run = (blocks.iter())
+                .take_while(|b| b.run_block().is_some())
+                .count();
             x = match run {
                 0 => first.forward_t(&x, train, self.backend)?,
                 _ if train => block::forward_run(&x, &blocks[..run], self.backend)?,

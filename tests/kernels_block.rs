@@ -206,19 +206,24 @@ fn params(v: &[Var; 6]) -> BasicBlockParams<'_> {
     }
 }
 
+/// The blocks of `chain` with the parameters `vars`, as a run.
+fn run_blocks<'a>(vars: &'a [[Var; 6]], chain: &Chain) -> Vec<ops::RunBlock<'a>> {
+    (vars.iter().zip(chain))
+        .map(|(v, &(_, _, stride, shortcut))| ops::RunBlock {
+            params: params(v),
+            stride,
+            shortcut,
+        })
+        .collect()
+}
+
 /// Output, every block's statistics and count, dx and every parameter gradient, as flat
 /// vectors: the chain run as one op (`as_run`) or block by block.
 fn chain(dims: [usize; 4], chain: &Chain, as_run: bool) -> Result<Vec<Vec<f32>>> {
     let x = var(&dims, 1)?;
     let vars = chain_vars(chain)?;
     let (y, stats) = if as_run {
-        let run: Vec<ops::RunBlock> = (vars.iter().zip(chain))
-            .map(|(v, &(_, _, stride, shortcut))| ops::RunBlock {
-                params: params(v),
-                stride,
-                shortcut,
-            })
-            .collect();
+        let run = run_blocks(&vars, chain);
         ops::basic_blocks_train(x.as_tensor(), &run, 1e-5, Backend::Custom)?
     } else {
         let (mut y, mut stats) = (x.as_tensor().clone(), Vec::new());
@@ -381,13 +386,7 @@ fn trunk(dims: [usize; 4], chain: &Chain, one_op: bool, backend: Backend) -> Res
         var(&[co], 92)?,
     ];
     let vars = chain_vars(chain)?;
-    let run: Vec<ops::RunBlock> = (vars.iter().zip(chain))
-        .map(|(v, &(_, _, stride, shortcut))| ops::RunBlock {
-            params: params(v),
-            stride,
-            shortcut,
-        })
-        .collect();
+    let run = run_blocks(&vars, chain);
     let [w, gamma, beta] = stem_vars.each_ref().map(|v| v.as_tensor());
     let trunk = if one_op {
         let stem = ops::RunStem {
