@@ -122,12 +122,74 @@ pub fn conv_kernels() -> ConvKernels {
         .unwrap_or(ConvKernels::Auto)
 }
 
+/// The widest vector instructions the kernels may use (`bench --isa`), so that one machine can
+/// measure what a CPU without AVX-512, or without AVX2, runs: every kernel family, the element-wise
+/// loops and the peak measurement treat the instructions above the cap as absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+static MAX_ISA: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(Isa::Avx512 as u8);
+
+impl Isa {
+    const ALL: [Isa; 3] = [Isa::Baseline, Isa::Avx2, Isa::Avx512];
+    fn name(self) -> &'static str {
+        match self {
+            Isa::Baseline => "baseline",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+impl std::str::FromStr for Isa {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        (Isa::ALL.into_iter())
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("{s:?}: expected avx512, avx2 or baseline"))
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Caps the vector instructions of the kernels for the rest of the process (default: none).
+pub fn set_max_isa(isa: Isa) {
+    MAX_ISA.store(isa as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The cap set by [`set_max_isa`].
+pub fn max_isa() -> Isa {
+    let at = MAX_ISA.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    Isa::ALL.get(at).copied().unwrap_or(Isa::Avx512)
+}
+
+/// Whether the kernels may use AVX-512F: the CPU has it and [`set_max_isa`] allows it.
+#[cfg(target_arch = "x86_64")]
+pub fn has_avx512() -> bool {
+    max_isa() >= Isa::Avx512 && std::is_x86_feature_detected!("avx512f")
+}
+
+/// Whether the kernels may use AVX2 and FMA: the CPU has both and [`set_max_isa`] allows them.
+#[cfg(target_arch = "x86_64")]
+pub fn has_avx2() -> bool {
+    max_isa() >= Isa::Avx2
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+}
+
 /// The convolution kernel family that runs on this CPU for the choice of [`set_conv_kernels`].
 pub fn conv_family() -> ConvFamily {
     #[cfg(target_arch = "x86_64")]
     {
-        let avx512 = std::is_x86_feature_detected!("avx512f");
-        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        let (avx512, avx2) = (has_avx512(), has_avx2());
         match conv_kernels() {
             ConvKernels::Auto | ConvKernels::Direct | ConvKernels::Winograd if avx512 => {
                 ConvFamily::Avx512
@@ -165,9 +227,9 @@ pub fn describe() -> String {
         ConvFamily::Gemm => "gemm",
     };
     #[cfg(target_arch = "x86_64")]
-    let simd = if std::is_x86_feature_detected!("avx512f") {
+    let simd = if has_avx512() {
         "avx512"
-    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    } else if has_avx2() {
         "avx2"
     } else {
         "portable"

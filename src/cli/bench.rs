@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// lacks falls back to gemm.
     #[arg(long, default_value = "auto")]
     pub conv: crate::kernels::ConvKernels,
+    /// The widest vector instructions the custom backend may use (avx512, avx2 or baseline), to
+    /// measure here what a CPU without AVX-512 or AVX2 runs; the peak is then measured at that
+    /// width too.
+    #[arg(long, default_value = "avx512")]
+    pub isa: crate::kernels::Isa,
     #[arg(long)]
     pub json: bool,
     /// Measure the data side instead: generating the embedded data and one loader worker's
@@ -136,6 +141,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return both(&args);
     }
     crate::kernels::set_conv_kernels(args.conv);
+    crate::kernels::set_max_isa(args.isa);
     let backend = match args.backend.as_str() {
         "custom" => Backend::Custom,
         "stock" => Backend::Stock,
@@ -421,6 +427,7 @@ fn child(args: &BenchArgs, backend: &str) -> anyhow::Result<BenchResult> {
         .args(["--threads", &args.threads.to_string()])
         .args(["--device", &args.device])
         .args(["--conv", &args.conv.to_string()])
+        .args(["--isa", &args.isa.to_string()])
         .output()
         .context("running the benchmark child process")?;
     if !out.status.success() {

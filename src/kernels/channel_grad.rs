@@ -27,7 +27,7 @@ pub(crate) fn suits(g: &ConvGeometry) -> bool {
         && g.co.is_multiple_of(outputs(g.ci))
         && g.ksize == 3
         && (g.stride == 1 || g.stride == 2)
-        && std::is_x86_feature_detected!("avx512f")
+        && crate::kernels::has_avx512()
 }
 
 /// Output channels per tile: 24 accumulators over 3 taps and ci / 16 vectors.
@@ -157,7 +157,7 @@ mod tests {
         for (n, ci, h, w, co, stride, pad) in shapes {
             let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], stride, pad).unwrap();
             if !suits(&g) {
-                assert!(!std::is_x86_feature_detected!("avx512f"), "{g:?} not taken");
+                assert!(!crate::kernels::has_avx512(), "{g:?} not taken");
                 continue;
             }
             let (x, dy) = (data(n * ci * h * w, 1), data(n * co * g.ho * g.wo, 3));

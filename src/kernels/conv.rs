@@ -1,7 +1,8 @@
 //! 2-D convolution (NCHW input, OIHW weight, square kernel, no bias) as im2col + one GEMM per
 //! image, parallel over the images. Its backward pass runs the same way: the input gradient of a
 //! stride-1 convolution is the forward convolution of the output gradient with the rotated,
-//! transposed kernel; other strides use GEMM + col2im. The weight gradient sums one GEMM per
+//! transposed kernel; that of a 3 × 3 convolution of stride 2 runs direct kernels where the CPU
+//! has AVX2 or AVX-512, otherwise GEMM + col2im. The weight gradient sums one GEMM per
 //! image into one accumulator per thread.
 
 use super::gemm::{View, matmul, with_scratch};
@@ -309,6 +310,10 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32
     #[cfg(target_arch = "x86_64")]
     if g.stride == 2 && super::direct512::available(g) {
         return super::direct512::backward_input_stride2(dy, w, g);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::available(g) && super::direct::stride2_suits(g) {
+        return super::direct::backward_input_stride2(dy, w, g);
     }
     let (k, p, out_len) = (g.k(), g.p(), g.out_len());
     let mut dx = vec![0f32; g.n * g.in_len()];

@@ -11,11 +11,15 @@
 //! compiler spills and the kernel runs slower.) Each vector is 8 pixels of one output row; a row
 //! shorter than a multiple of 8 ends in a partial vector, whose extra lanes read the padding or
 //! the next row and are not stored. For stride 2 the planes hold each row's even columns before
-//! its odd ones ([`Planes`]).
+//! its odd ones ([`Planes`]). The input gradient of stride 2 is in [`stride2`]; that of stride 1
+//! is this forward kernel run on the rotated weight ([`super::conv::Rotated`]).
+
+mod stride2;
 
 use super::conv::ConvGeometry;
 use super::gemm::with_scratch;
 use std::arch::x86_64::*;
+pub(crate) use stride2::{backward_input_stride2, suits as stride2_suits};
 
 /// Lanes of a vector.
 const V: usize = 8;
@@ -27,10 +31,7 @@ const NV: usize = 2;
 /// Whether the CPU and `g` suit these kernels: a 3 × 3 convolution of stride 1 or 2, AVX2 and
 /// FMA present.
 pub(crate) fn supported(g: &ConvGeometry) -> bool {
-    (g.stride == 1 || g.stride == 2)
-        && g.ksize == 3
-        && std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
+    (g.stride == 1 || g.stride == 2) && g.ksize == 3 && crate::kernels::has_avx2()
 }
 
 /// Whether to use them for `g`: [`supported`], and chosen by [`super::conv_family`].

@@ -39,7 +39,7 @@ pub(crate) fn supported(g: &ConvGeometry) -> bool {
         && g.pad == 1
         && (g.stride == 1 || g.stride == 2)
         && Grid::width(g.w, g.stride) >= 8
-        && std::is_x86_feature_detected!("avx512f")
+        && crate::kernels::has_avx512()
 }
 
 /// Whether to use them for `g`: [`supported`], and chosen by [`super::conv_family`].
@@ -370,7 +370,7 @@ fn correlate<const T: usize>(
         taps.iter().all(|&t| t + nq <= cs),
         "direct512: taps reach past a block"
     );
-    assert!(std::is_x86_feature_detected!("avx512f"));
+    assert!(crate::kernels::has_avx512());
     let per_block = ins * T * NO;
     let base = out.data.as_mut_ptr();
     for q0 in (0..nq).step_by(NV * V) {

@@ -54,7 +54,7 @@ fn weight_grad_in(x: &[f32], dy: &[f32], g: &ConvGeometry, wide: bool, parts: Pa
     if wide && super::channel_grad::suits(g) {
         return super::channel_grad::weight_grad(x, dy, g, parts);
     }
-    if wide && std::is_x86_feature_detected!("avx512f") && g.co.is_multiple_of(W) {
+    if wide && crate::kernels::has_avx512() && g.co.is_multiple_of(W) {
         return weight_grad_with(x, dy, (g, parts), W, |offs, nv, src, grad, dst| {
             // SAFETY: AVX-512F present (checked above); the bounds are `weight_grad_with`'s.
             unsafe { tile512(offs, nv, src, grad, dst) }
@@ -320,7 +320,7 @@ mod tests {
                 }
             }
             // Both widths where the CPU has them (AVX-512 needs 16 | co, else it runs AVX2).
-            let avx512 = std::is_x86_feature_detected!("avx512f");
+            let avx512 = crate::kernels::has_avx512();
             for wide in [false, true].into_iter().filter(|&w| !w || avx512) {
                 if !co.is_multiple_of(if wide { W } else { V }) {
                     continue;

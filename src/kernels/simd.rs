@@ -5,12 +5,12 @@
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx512() -> bool {
-    std::is_x86_feature_detected!("avx512f")
+    super::has_avx512()
 }
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    super::has_avx2()
 }
 
 /// Defines each kernel as a run-time choice between `avx512::$name`, `avx2::$name` and

@@ -35,7 +35,7 @@ pub(crate) fn supported(g: &ConvGeometry) -> bool {
         && g.h >= 4
         && g.h.is_multiple_of(4)
         && ((g.h / 4) * (g.w / 4)).is_multiple_of(V)
-        && std::is_x86_feature_detected!("avx512f")
+        && crate::kernels::has_avx512()
 }
 
 /// Whether to use it for `g`: [`supported`], the Winograd kernels chosen, enough channels for
@@ -84,7 +84,7 @@ impl Wino4 {
         let g = &self.g;
         let (ci, co, hw) = (g.ci, g.co, g.h * g.w);
         assert!(x.len() >= ci * hw && out.len() >= co * hw);
-        assert!(std::is_x86_feature_detected!("avx512f"));
+        assert!(crate::kernels::has_avx512());
         if let Some(e) = epilogue {
             e.check("wino4", co, hw);
         }

@@ -36,7 +36,7 @@ pub(crate) fn supported(g: &ConvGeometry) -> bool {
         && g.h.is_multiple_of(2)
         && (g.w == 8 || (g.w >= 16 && g.w.is_multiple_of(16)))
         && tiles.is_multiple_of(V)
-        && std::is_x86_feature_detected!("avx512f")
+        && crate::kernels::has_avx512()
 }
 
 /// Whether to use it for `g`: [`supported`], chosen by [`super::conv_family`] and
@@ -104,7 +104,7 @@ impl Wino512 {
         let g = &self.g;
         let (ci, co, hw) = (g.ci, g.co, g.h * g.w);
         assert!(x.len() >= ci * hw && out.len() >= co * hw);
-        assert!(std::is_x86_feature_detected!("avx512f"));
+        assert!(crate::kernels::has_avx512());
         if let Some(e) = epilogue {
             e.check("wino512", co, hw);
         }

@@ -76,11 +76,11 @@ fn fma_scalar(seconds: f64) -> u64 {
 fn widest() -> (fn(f64) -> u64, usize, &'static str) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx512f") {
+        if crate::kernels::has_avx512() {
             // SAFETY: only called where the CPU has AVX-512F, as just checked.
             return (|s| unsafe { fma512(s) }, 16, "AVX-512 FMA");
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if crate::kernels::has_avx2() {
             // SAFETY: only called where the CPU has AVX2 and FMA, as just checked.
             return (|s| unsafe { fma256(s) }, 8, "AVX2 FMA");
         }
@@ -99,8 +99,12 @@ pub fn measure(seconds: f64) -> Peak {
     Peak {
         gflops: fmas as f64 * lanes as f64 * 2.0 / spent / 1e9,
         how: format!(
-            "{} threads x {name} ({lanes} lanes), {ACCUMULATORS} accumulators, {seconds} s",
-            counts.len()
+            "{} threads x {name} ({lanes} lanes{}), {ACCUMULATORS} accumulators, {seconds} s",
+            counts.len(),
+            match crate::kernels::max_isa() {
+                crate::kernels::Isa::Avx512 => String::new(),
+                isa => format!(", capped by --isa {isa}"),
+            }
         ),
     }
 }

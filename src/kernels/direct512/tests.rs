@@ -45,14 +45,14 @@ fn avx512_forward_and_stride2_input_gradient_match_plain_loops() {
             }
         }
     }
-    let avx512 = std::is_x86_feature_detected!("avx512f");
+    let avx512 = crate::kernels::has_avx512();
     assert_eq!(ran, if avx512 { shapes.len() } else { 0 });
 }
 
 #[test]
 fn narrow_images_are_left_to_other_kernels() {
     let g = |w, stride| ConvGeometry::new(&[1, 1, 8, w], &[1, 1, 3, 3], stride, 1).unwrap();
-    let avx512 = std::is_x86_feature_detected!("avx512f");
+    let avx512 = crate::kernels::has_avx512();
     assert_eq!(supported(&g(7, 1)), avx512);
     assert!(!supported(&g(6, 1)));
     assert_eq!(supported(&g(14, 2)), avx512);

@@ -21,14 +21,14 @@ fn winograd_4x4_forward_matches_plain_loops() {
             kernel.image_finished(xi, &[], out, e)
         }
     });
-    let avx512 = std::is_x86_feature_detected!("avx512f");
+    let avx512 = crate::kernels::has_avx512();
     assert_eq!(ran, if avx512 { shapes.len() } else { 0 });
 }
 
 #[test]
 fn shapes_it_cannot_tile_are_left_to_other_kernels() {
     let g = |h, w| ConvGeometry::new(&[1, 8, h, w], &[8, 8, 3, 3], 1, 1).unwrap();
-    let avx512 = std::is_x86_feature_detected!("avx512f");
+    let avx512 = crate::kernels::has_avx512();
     assert_eq!(supported(&g(16, 16)), avx512);
     assert_eq!(supported(&g(32, 32)), avx512);
     assert!(!supported(&g(8, 8)), "4 tiles");
