@@ -31,6 +31,8 @@ mod simd;
 mod testing;
 mod weight_grad;
 #[cfg(target_arch = "x86_64")]
+mod wino256;
+#[cfg(target_arch = "x86_64")]
 mod wino4;
 #[cfg(target_arch = "x86_64")]
 mod wino512;
@@ -194,7 +196,9 @@ pub fn conv_family() -> ConvFamily {
             ConvKernels::Auto | ConvKernels::Direct | ConvKernels::Winograd if avx512 => {
                 ConvFamily::Avx512
             }
-            ConvKernels::Auto | ConvKernels::Direct if avx2 => ConvFamily::Avx2,
+            ConvKernels::Auto | ConvKernels::Direct | ConvKernels::Winograd if avx2 => {
+                ConvFamily::Avx2
+            }
             ConvKernels::Avx512 if avx512 => ConvFamily::Avx512,
             ConvKernels::Avx2 if avx2 => ConvFamily::Avx2,
             _ => ConvFamily::Gemm,
@@ -204,10 +208,10 @@ pub fn conv_family() -> ConvFamily {
     ConvFamily::Gemm
 }
 
-/// Whether the stride-1 3 × 3 convolutions that Winograd's F(2 × 2, 3 × 3) can tile use it
-/// (AVX-512 only): with `auto` and `winograd`.
+/// Whether the stride-1 3 × 3 convolutions that the Winograd kernels can tile use them (those
+/// of the AVX-512 family, else the AVX2 one): with `auto` and `winograd`.
 pub fn winograd_enabled() -> bool {
-    conv_family() == ConvFamily::Avx512
+    matches!(conv_family(), ConvFamily::Avx512 | ConvFamily::Avx2)
         && matches!(conv_kernels(), ConvKernels::Auto | ConvKernels::Winograd)
 }
 
@@ -223,6 +227,7 @@ pub fn describe() -> String {
     let conv = match conv_family() {
         ConvFamily::Avx512 if winograd_enabled() => "winograd-avx512 + direct-avx512",
         ConvFamily::Avx512 => "direct-avx512",
+        ConvFamily::Avx2 if winograd_enabled() => "winograd-avx2 + direct-avx2",
         ConvFamily::Avx2 => "direct-avx2",
         ConvFamily::Gemm => "gemm",
     };

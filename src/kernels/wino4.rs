@@ -62,7 +62,7 @@ pub(crate) struct Wino4 {
 impl Wino4 {
     pub fn new(w: &[f32], g: &ConvGeometry) -> Self {
         assert!(supported(g), "wino4 conv: unsupported CPU or shape {g:?}");
-        let u = transformed_weight(w, g, transform_weight);
+        let u = transformed_weight(w, g, NO, transform_weight);
         let tw = g.w / 4;
         Wino4 {
             g: *g,

@@ -64,7 +64,7 @@ pub(crate) struct Wino512 {
 impl Wino512 {
     pub fn new(w: &[f32], g: &ConvGeometry) -> Self {
         assert!(supported(g), "wino512 conv: unsupported CPU or shape {g:?}");
-        let u = transformed_weight(w, g, transform_weight);
+        let u = transformed_weight(w, g, NO, transform_weight);
         let (tw, th) = (g.w / 2, g.h / 2);
         let mut stores = Vec::with_capacity(th * tw / V * 4);
         for tv in 0..th * tw / V {
@@ -406,7 +406,7 @@ fn evens_odds(a: __m512, b: __m512) -> (__m512, __m512) {
 }
 
 /// U = G g Gᵀ of one 3 × 3 kernel (row-major), as 16 floats ξ = 4a + k, computed in f64.
-fn transform_weight(k: &[f32]) -> [f32; 16] {
+pub(super) fn transform_weight(k: &[f32]) -> [f32; 16] {
     // G times a column (a, b, d) of three.
     let g = |a: f64, b: f64, d: f64| [a, (a + b + d) / 2.0, (a - b + d) / 2.0, d];
     let at = |r: usize, c: usize| k[r * 3 + c] as f64;

@@ -18,26 +18,27 @@ pub(super) const NV: usize = 3;
 pub(super) const BLOCK: usize = NV * V;
 
 /// The weight of `g` transformed kernel by kernel (`transform`, U = G g Gᵀ as XI floats) and laid
-/// out as [ξ][out block][channel][NO], zero past the last output channel: what [`products`]
-/// reads.
+/// out as [ξ][out block][channel][no], zero past the last output channel: what [`products`]
+/// reads (no = [`NO`]; the AVX2 kernel's products take blocks of 4).
 pub(super) fn transformed_weight<const XI: usize>(
     w: &[f32],
     g: &ConvGeometry,
+    no: usize,
     transform: fn(&[f32]) -> [f32; XI],
 ) -> Vec<f32> {
     let (ci, co) = (g.ci, g.co);
-    let blocks = co.div_ceil(NO);
+    let blocks = co.div_ceil(no);
     // Transformed by both threads (the step's other thread waits for it), then laid out.
     let t: Vec<[f32; XI]> = w[..co * ci * 9]
         .par_chunks(9)
         .with_min_len(256)
         .map(transform)
         .collect();
-    let mut u = vec![0f32; XI * blocks * ci * NO];
+    let mut u = vec![0f32; XI * blocks * ci * no];
     for (oc, t) in t.iter().enumerate() {
         let (o, c) = (oc / ci, oc % ci);
         for (xi, &value) in t.iter().enumerate() {
-            u[((xi * blocks + o / NO) * ci + c) * NO + o % NO] = value;
+            u[((xi * blocks + o / no) * ci + c) * no + o % no] = value;
         }
     }
     u

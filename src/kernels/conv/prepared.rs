@@ -22,6 +22,10 @@ enum Kernel<'a> {
     /// The direct AVX-512 kernel, for 3 × 3 convolutions of stride 1 and 2 with padding 1.
     #[cfg(target_arch = "x86_64")]
     Direct512(super::super::direct512::Direct512),
+    /// The AVX2 Winograd kernel, for the stride-1 3 × 3 convolutions it can tile on CPUs that
+    /// have AVX2 but not AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    Wino256(super::super::wino256::Wino256),
     /// The direct AVX2 kernel, for 3 × 3 convolutions of stride 1 and 2 on CPUs that have AVX2
     /// but not AVX-512.
     #[cfg(target_arch = "x86_64")]
@@ -46,6 +50,8 @@ impl<'a> Prepared<'a> {
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct512(k) => Kernel::Direct512(k),
             #[cfg(target_arch = "x86_64")]
+            Kernel::Wino256(k) => Kernel::Wino256(k),
+            #[cfg(target_arch = "x86_64")]
             Kernel::Direct(k) => Kernel::Direct(k),
             Kernel::Gemm(w) => Kernel::Gemm(w.into_owned().into()),
         };
@@ -67,6 +73,10 @@ impl<'a> Prepared<'a> {
             return Kernel::Direct512(super::super::direct512::Direct512::new(w, g));
         }
         #[cfg(target_arch = "x86_64")]
+        if super::super::wino256::available(g) {
+            return Kernel::Wino256(super::super::wino256::Wino256::new(w, g));
+        }
+        #[cfg(target_arch = "x86_64")]
         if super::super::direct::available(g) {
             return Kernel::Direct(super::super::direct::Direct::new(w, g));
         }
@@ -76,8 +86,8 @@ impl<'a> Prepared<'a> {
         }
     }
 
-    /// [`Prepared::image_ahead`], then `epilogue` (in the AVX-512 kernels' registers where they
-    /// run).
+    /// [`Prepared::image_ahead`], then `epilogue` (in the AVX-512 and Winograd kernels'
+    /// registers where they run).
     pub fn image_finished(&self, x: &[f32], ahead: &[f32], out: &mut [f32], epilogue: &Epilogue) {
         match &self.kernel {
             #[cfg(target_arch = "x86_64")]
@@ -86,6 +96,8 @@ impl<'a> Prepared<'a> {
             Kernel::Wino4(wino) => wino.image_finished(x, ahead, out, Some(epilogue)),
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct512(direct) => direct.image_finished(x, ahead, out, Some(epilogue)),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wino256(wino) => wino.image_finished(x, out, Some(epilogue)),
             _ => {
                 self.image_ahead(x, ahead, out);
                 epilogue.apply(out);
@@ -103,6 +115,8 @@ impl<'a> Prepared<'a> {
             Kernel::Wino4(wino) => return wino.image_finished(x, ahead, out, None),
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct512(direct) => return direct.image(x, ahead, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wino256(wino) => return wino.image_finished(x, out, None),
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct(direct) => return direct.image(x, out),
             Kernel::Gemm(w) => &w[..],
