@@ -3,11 +3,11 @@
 //! [`super::wino512`] and [`super::wino4`]): 16 multiplications per 2 × 2 outputs and input
 //! channel instead of 36. It serves the forward pass and the stride-1 input gradient.
 //!
-//! Per image and input channel: the channel copied into a zero-padded plane (in L1), the column
-//! half of the input transform `d B` for every padded row (the 4 pixels of a tile row's columns
-//! gathered by in-lane shuffles), then its row half `Bᵀ (d B)` into V, laid out as [tile
-//! block][ξ][channel][16 tiles]. Then for each block of 16 tiles and 4 output channels, 16 small
-//! matrix products `M[ξ] = U[ξ] V[ξ]` in registers (4 outputs × 2 vectors of 8 tiles: 8
+//! Per image and input channel: the channel copied into a zero-padded plane (in L1), then the
+//! column half of the input transform `d B` for every padded row (the 4 pixels of a tile row's
+//! columns gathered by in-lane shuffles). Then for each block of 16 tiles: the row half `Bᵀ (d
+//! B)` of every channel into V, laid out as [ξ][channel][16 tiles] and kept in L1, and for each
+//! 4 output channels, 16 small matrix products `M[ξ] = U[ξ] V[ξ]` in registers (4 outputs × 2 vectors of 8 tiles: 8
 //! accumulators, 2 loads and 4 broadcasts per 8 FMAs), kept in an L1 buffer, and the output
 //! transform `Aᵀ M A` with the epilogue (bias, residual, ReLU) before the 2 × 2 outputs are
 //! stored, 4 tiles' columns interleaved into 8 contiguous floats per store.
@@ -68,8 +68,8 @@ pub(crate) struct Wino256 {
     th: usize,
 }
 
-/// The floats of one image's scratch, in order: V, M, the padded channel, the column-transformed
-/// channel.
+/// The floats of one image's scratch, in order: V of one tile block, M, the padded channel, the
+/// column-transformed channels.
 struct Lens {
     v: usize,
     m: usize,
@@ -97,11 +97,11 @@ impl Wino256 {
     fn lens(&self) -> Lens {
         let g = &self.g;
         Lens {
-            v: (self.th * self.tw).div_ceil(BLOCK) * XI * g.ci * BLOCK,
+            v: XI * g.ci * BLOCK,
             m: XI * NO * BLOCK,
             // The padded plane, plus slack for the column pass's last loads.
             padded: (g.h + 2) * (g.w + 2) + 2 * V + 2,
-            r: 8 * self.part(),
+            r: g.ci * 8 * self.part(),
         }
     }
 
@@ -125,23 +125,26 @@ impl Wino256 {
             let (m, rest) = rest.split_at_mut(lens.m);
             let (padded, r) = rest.split_at_mut(lens.padded);
             padded.fill(0.0);
-            for c in 0..ci {
+            let r_len = 8 * self.part();
+            for (c, r) in r.chunks_exact_mut(r_len).enumerate() {
                 self.pad(&x[c * hw..(c + 1) * hw], padded);
-                // SAFETY: AVX2 and FMA present (asserted); the slices are the sizes these
-                // functions check.
-                unsafe {
-                    self.columns(padded, r);
-                    self.rows(r, c, v);
-                }
+                // SAFETY: AVX2 and FMA present (asserted); `columns` checks its bounds.
+                unsafe { self.columns(padded, r) };
             }
             for b in 0..tvs.div_ceil(NV) {
                 let nv = (tvs - b * NV).min(NV);
-                let vb = &v[b * XI * ci * BLOCK..(b + 1) * XI * ci * BLOCK];
+                // The row half of the transform block by block, so that V stays in L1 from its
+                // stores to the products' loads (over the whole image it is 4 times the
+                // input, and its stores to L2 cost as much as the products).
+                for (c, r) in r.chunks_exact(r_len).enumerate() {
+                    // SAFETY: AVX2 and FMA present (asserted); `rows` checks its bounds.
+                    unsafe { self.rows(r, c, (b, nv), v) };
+                }
                 for ob in 0..obs {
                     let live = (co - ob * NO).min(NO);
                     // SAFETY: AVX2 and FMA present (asserted); both check their bounds.
                     unsafe {
-                        self.products(vb, ob, nv, m);
+                        self.products(v, ob, nv, m);
                         self.finish(m, (b, ob, nv, live), out, epilogue);
                     }
                 }
@@ -191,24 +194,25 @@ impl Wino256 {
         }
     }
 
-    /// The row half of the input transform: channel `c`'s columns `r` into V[block][ξ][c][16],
-    /// ξ = 4a + k.
+    /// The row half of the input transform for the nv tile vectors of block b: channel `c`'s
+    /// columns `r` into that block's V[ξ][c][16], ξ = 4a + k.
     ///
     /// # Safety
     /// AVX2 and FMA present.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows(&self, r: &[f32], c: usize, v: &mut [f32]) {
+    unsafe fn rows(&self, r: &[f32], c: usize, (b, nv): (usize, usize), v: &mut [f32]) {
         let (tw, ci) = (self.tw, self.g.ci);
         let (part, tiles) = (self.part(), self.th * self.tw);
-        assert!(r.len() >= 8 * part && v.len() >= tiles.div_ceil(BLOCK) * XI * ci * BLOCK);
+        assert!(r.len() >= 8 * part && v.len() >= XI * ci * BLOCK && c < ci);
+        assert!(nv <= NV && (b * NV + nv) * V <= tiles);
         let (rp, vp, xs) = (r.as_ptr(), v.as_mut_ptr(), ci * BLOCK);
         for k in 0..4 {
-            for t in (0..tiles).step_by(V) {
+            for (at, t) in (0..nv * V).step_by(V).zip((b * BLOCK..).step_by(V)) {
                 // SAFETY: t + tw + 8 ≤ tiles + tw < part, so the loads stay inside each parity's
-                // rows; ξ = 0 of channel c in block t / 16 is inside `v` (asserted), and ξ 1..16
-                // follow ci·16 floats apart.
+                // rows; ξ = 0 of channel c is inside `v` (asserted), and ξ 1..16 follow ci·16
+                // floats apart.
                 unsafe {
-                    let dst = vp.add(((t / BLOCK) * XI * ci + c) * BLOCK + t % BLOCK + k * xs);
+                    let dst = vp.add(c * BLOCK + at + k * xs);
                     let even = rp.add(k * 2 * part + t);
                     let odd = even.add(part);
                     // Padded rows 2i, 2i + 1, 2i + 2, 2i + 3 of tile row i.
