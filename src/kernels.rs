@@ -1,7 +1,7 @@
 //! Fast CPU kernels for the hot operations of the residual networks, as candle custom ops with
-//! their own backward passes: convolution (3 × 3 convolutions of stride 1 and 2 as direct
-//! kernels: AVX-512 where the CPU has it, else AVX2 + FMA; otherwise, and for other shapes, one
-//! `gemm` call per image or kernel tap), batch normalisation in training mode (optionally fused
+//! their own backward passes: convolution (3 × 3 convolutions of stride 1 and 2 as Winograd or
+//! direct kernels: AVX-512 where the CPU has it, else AVX2 + FMA; otherwise, and for other
+//! shapes, one `gemm` call per image or kernel tap), batch normalisation in training mode (optionally fused
 //! with ReLU), the residual `relu(a + b)` and the option-A shortcut of He et al. (2015),
 //! section 4.2. Inputs must be contiguous f32 tensors on the CPU;
 //! [`crate::ops`] decides when to call these and falls back to candle's stock ops otherwise.
@@ -51,9 +51,10 @@ pub use fused::{BatchNormEval, conv2d_batch_norm_eval, conv2d_batch_norm_train};
 
 /// Which convolution kernels the custom backend uses for 3 × 3 convolutions of stride 1 and 2
 /// on x86-64 (`bench --conv`): `Auto` picks the widest direct kernels the CPU has (AVX-512, else
-/// AVX2 + FMA, else the `gemm` crate) and, with AVX-512, Winograd F(2 × 2, 3 × 3) for the
-/// stride-1 convolutions it can tile; `Direct` the direct kernels alone; the others force a
-/// family, to compare them. A forced family the CPU lacks falls back to `gemm`.
+/// AVX2 + FMA, else the `gemm` crate) and that family's Winograd kernels for the stride-1
+/// convolutions they can tile; `Direct` the direct kernels alone; `Avx512` and `Avx2` those
+/// direct kernels alone; `Winograd` as `Auto`. A forced family the CPU lacks falls back to
+/// `gemm`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernels {
     Auto,

@@ -60,8 +60,8 @@ fn bench_kernels_times_every_convolution_and_divides_the_step() {
 }
 
 #[test]
-fn bench_conv_picks_the_kernels_and_rejects_unknown_names() {
-    let run = |conv: &str| {
+fn bench_conv_and_isa_pick_the_kernels_and_reject_unknown_names() {
+    let run = |conv: &str, isa: &str| {
         Command::new(env!("CARGO_BIN_EXE_resnet-tui"))
             .args([
                 "bench", "--model", "resnet8", "--batch", "2", "--steps", "1", "--reps",
@@ -75,23 +75,36 @@ fn bench_conv_picks_the_kernels_and_rejects_unknown_names() {
                 "--json",
                 "--conv",
                 conv,
+                "--isa",
+                isa,
             ])
             .output()
             .expect("run resnet-tui bench")
     };
     for conv in ["auto", "direct", "avx512", "avx2", "gemm", "winograd"] {
-        let out = run(conv);
+        let out = run(conv, "avx512");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "--conv {conv}: {text}");
         assert!(text.contains("\"train_img_s\""), "--conv {conv}: {text}");
     }
-    let out = run("fast");
+    for isa in ["avx2", "baseline"] {
+        let out = run("auto", isa);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "--isa {isa}: {text}");
+        // The peak is measured at the capped width, and says so.
+        assert!(text.contains(&format!("capped by --isa {isa}")), "{text}");
+    }
+    let out = run("fast", "avx512");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
         err.contains("expected auto, direct, avx512, avx2, gemm or winograd"),
         "{err}"
     );
+    let out = run("auto", "avx1024");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("expected avx512, avx2 or baseline"), "{err}");
 }
 
 #[test]

@@ -47,10 +47,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Convolution kernels of the custom backend on x86-64: auto (the widest direct kernels the
-    /// CPU has, AVX-512 else AVX2, and with AVX-512 Winograd for the stride-1 3x3 convolutions
-    /// it tiles), direct (the direct kernels alone), avx512, avx2, gemm (the gemm crate) or
-    /// winograd (AVX-512 Winograd where it tiles, direct AVX-512 elsewhere); a family the CPU
-    /// lacks falls back to gemm.
+    /// CPU has, AVX-512 else AVX2, and that family's Winograd kernels for the stride-1 3x3
+    /// convolutions they tile), direct (the direct kernels alone), avx512 or avx2 (that
+    /// family's direct kernels alone), gemm (the gemm crate) or winograd (as auto); a family
+    /// the CPU lacks falls back to gemm.
     #[arg(long, default_value = "auto")]
     pub conv: crate::kernels::ConvKernels,
     /// The widest vector instructions the custom backend may use (avx512, avx2 or baseline), to
