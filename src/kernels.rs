@@ -49,20 +49,58 @@ pub use conv::{ConvGeometry, conv2d, conv2d_backward};
 pub use eltwise::{add_relu, shortcut_a};
 pub use fused::{BatchNormEval, conv2d_batch_norm_eval, conv2d_batch_norm_train};
 
-/// Which convolution kernels the custom backend uses for 3 × 3 convolutions of stride 1 and 2
-/// on x86-64 (`bench --conv`): `Auto` picks the widest direct kernels the CPU has (AVX-512, else
-/// AVX2 + FMA, else the `gemm` crate) and that family's Winograd kernels for the stride-1
-/// convolutions they can tile; `Direct` the direct kernels alone; `Avx512` and `Avx2` those
-/// direct kernels alone; `Winograd` as `Auto`. A forced family the CPU lacks falls back to
-/// `gemm`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvKernels {
-    Auto,
-    Direct,
-    Avx512,
-    Avx2,
-    Gemm,
-    Winograd,
+/// A fieldless enum whose variants have names (`bench --conv`, `--isa`): `ALL` (in order, so
+/// `ALL[v as usize] == v`), `name`, `FromStr` (the error lists the names) and `Display`.
+macro_rules! named_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $enum:ident { $($variant:ident = $name:literal,)* }
+    ) => {
+        $(#[$meta])*
+        pub enum $enum { $($variant,)* }
+
+        impl $enum {
+            const ALL: &[$enum] = &[$($enum::$variant,)*];
+            fn name(self) -> &'static str {
+                match self { $($enum::$variant => $name,)* }
+            }
+        }
+
+        impl std::str::FromStr for $enum {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                let names: Vec<&str> = $enum::ALL.iter().map(|k| k.name()).collect();
+                let (last, rest) = names.split_last().expect("at least one variant");
+                ($enum::ALL.iter().copied())
+                    .find(|k| k.name() == s)
+                    .ok_or_else(|| format!("{s:?}: expected {} or {last}", rest.join(", ")))
+            }
+        }
+
+        impl std::fmt::Display for $enum {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// Which convolution kernels the custom backend uses for 3 × 3 convolutions of stride 1 and 2
+    /// on x86-64 (`bench --conv`): `Auto` picks the widest direct kernels the CPU has (AVX-512, else
+    /// AVX2 + FMA, else the `gemm` crate) and that family's Winograd kernels for the stride-1
+    /// convolutions they can tile; `Direct` the direct kernels alone; `Avx512` and `Avx2` those
+    /// direct kernels alone; `Winograd` as `Auto`. A forced family the CPU lacks falls back to
+    /// `gemm`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum ConvKernels {
+        Auto = "auto",
+        Direct = "direct",
+        Avx512 = "avx512",
+        Avx2 = "avx2",
+        Gemm = "gemm",
+        Winograd = "winograd",
+    }
 }
 
 /// The convolution kernels in use, as resolved from [`ConvKernels`] on this CPU.
@@ -74,42 +112,6 @@ pub enum ConvFamily {
 }
 
 static CONV_KERNELS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-impl ConvKernels {
-    const ALL: [ConvKernels; 6] = [
-        ConvKernels::Auto,
-        ConvKernels::Direct,
-        ConvKernels::Avx512,
-        ConvKernels::Avx2,
-        ConvKernels::Gemm,
-        ConvKernels::Winograd,
-    ];
-    fn name(self) -> &'static str {
-        match self {
-            ConvKernels::Auto => "auto",
-            ConvKernels::Direct => "direct",
-            ConvKernels::Avx512 => "avx512",
-            ConvKernels::Avx2 => "avx2",
-            ConvKernels::Gemm => "gemm",
-            ConvKernels::Winograd => "winograd",
-        }
-    }
-}
-
-impl std::str::FromStr for ConvKernels {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        (ConvKernels::ALL.into_iter())
-            .find(|k| k.name() == s)
-            .ok_or_else(|| format!("{s:?}: expected auto, direct, avx512, avx2, gemm or winograd"))
-    }
-}
-
-impl std::fmt::Display for ConvKernels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Sets the convolution kernels for the rest of the process.
 pub fn set_conv_kernels(k: ConvKernels) {
@@ -125,43 +127,19 @@ pub fn conv_kernels() -> ConvKernels {
         .unwrap_or(ConvKernels::Auto)
 }
 
-/// The widest vector instructions the kernels may use (`bench --isa`), so that one machine can
-/// measure what a CPU without AVX-512, or without AVX2, runs: every kernel family, the element-wise
-/// loops and the peak measurement treat the instructions above the cap as absent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Isa {
-    Baseline,
-    Avx2,
-    Avx512,
+named_enum! {
+    /// The widest vector instructions the kernels may use (`bench --isa`), so that one machine can
+    /// measure what a CPU without AVX-512, or without AVX2, runs: every kernel family, the element-wise
+    /// loops and the peak measurement treat the instructions above the cap as absent.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum Isa {
+        Baseline = "baseline",
+        Avx2 = "avx2",
+        Avx512 = "avx512",
+    }
 }
 
 static MAX_ISA: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(Isa::Avx512 as u8);
-
-impl Isa {
-    const ALL: [Isa; 3] = [Isa::Baseline, Isa::Avx2, Isa::Avx512];
-    fn name(self) -> &'static str {
-        match self {
-            Isa::Baseline => "baseline",
-            Isa::Avx2 => "avx2",
-            Isa::Avx512 => "avx512",
-        }
-    }
-}
-
-impl std::str::FromStr for Isa {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        (Isa::ALL.into_iter())
-            .find(|k| k.name() == s)
-            .ok_or_else(|| format!("{s:?}: expected avx512, avx2 or baseline"))
-    }
-}
-
-impl std::fmt::Display for Isa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Caps the vector instructions of the kernels for the rest of the process (default: none).
 pub fn set_max_isa(isa: Isa) {

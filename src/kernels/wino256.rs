@@ -384,7 +384,7 @@ fn evens_odds(a: __m256, b: __m256) -> (__m256, __m256) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{Plain, data};
+    use crate::kernels::testing::check_image_kernel;
 
     #[test]
     fn avx2_winograd_matches_plain_loops_with_and_without_epilogue() {
@@ -396,41 +396,14 @@ mod tests {
             (1, 3, 2, 16, 4),
             (1, 64, 8, 8, 64),
         ];
-        for (n, ci, h, w, co) in shapes {
-            let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], 1, 1).unwrap();
-            if !supported(&g) {
-                assert!(!crate::kernels::has_avx2());
-                return;
+        let ran = check_image_kernel(&shapes, supported, |wt, g| {
+            let kernel = Wino256::new(wt, g);
+            move |xi: &[f32], out: &mut [f32], e: Option<&Epilogue>| {
+                kernel.image_finished(xi, out, e)
             }
-            let (x, wt, dy) = (
-                data(n * ci * h * w, 1),
-                data(co * ci * 9, 2),
-                data(n * co * h * w, 3),
-            );
-            let (in_len, p) = (ci * h * w, h * w);
-            let Plain { y, .. } = Plain::new(&g, &x, &wt, &dy);
-            let wino = Wino256::new(&wt, &g);
-            let bias = data(co, 4);
-            let residual = data(co * p, 5);
-            for i in 0..n {
-                let want = &y[i * co * p..(i + 1) * co * p];
-                let mut out = vec![f32::NAN; co * p];
-                wino.image_finished(&x[i * in_len..(i + 1) * in_len], &mut out, None);
-                for (a, b) in out.iter().zip(want) {
-                    assert!((a - b).abs() < 1e-4, "wino256 {g:?}: {a} vs {b}");
-                }
-                let e = Epilogue {
-                    bias: &bias,
-                    residual: Some(&residual),
-                    relu: true,
-                };
-                wino.image_finished(&x[i * in_len..(i + 1) * in_len], &mut out, Some(&e));
-                for (q, (a, b)) in out.iter().zip(want).enumerate() {
-                    let b = (b + bias[q / p] + residual[q]).max(0.0);
-                    assert!((a - b).abs() < 1e-4, "wino256 epilogue {g:?}: {a} vs {b}");
-                }
-            }
-        }
+        });
+        let avx2 = crate::kernels::has_avx2();
+        assert_eq!(ran, if avx2 { shapes.len() } else { 0 });
     }
 
     #[test]
