@@ -76,12 +76,6 @@ pub(crate) fn backward_input_stride2(dy: &[f32], w: &[f32], g: &ConvGeometry) ->
     // in whole vectors (each stored whole into scratch).
     let nq = ((g.ho + 1) * planes.row).next_multiple_of(V);
     let srcs: Vec<usize> = (0..nq).step_by(V).collect();
-    // Every load stays inside its plane: the furthest is the last vector's first tap.
-    let reach = srcs.last().map_or(0, |&q| q) + planes.row + 1 + V;
-    assert!(
-        reach <= planes.plane,
-        "direct input gradient: plane too short"
-    );
     let phases: Vec<Phase> = (0..4).map(|p| Phase::new(p, w, g, planes.row)).collect();
     let (in_len, out_len, ph_len) = (g.in_len(), g.out_len(), g.ci * nq);
     let mut dx = crate::kernels::pool::take(g.n * in_len);
@@ -113,15 +107,23 @@ fn correlate_phase(
     let (ci, co) = (g.ci, g.co);
     let per_block = co * phase.offsets.len() * NO;
     assert!(ys.len() >= co * plane && out.len() >= ci * och);
+    // Every load stays inside its plane (the furthest: the last vector at the furthest tap),
+    // every store inside its output plane.
+    let last = srcs.last().map_or(0, |&q| q);
+    let furthest = phase.offsets.iter().max().map_or(0, |&t| t);
+    assert!(
+        last + furthest + V <= plane && last + V <= och,
+        "direct input gradient: too short"
+    );
     for tile in srcs.chunks(NV) {
         for cb in 0..ci.div_ceil(NO) {
             let w = &phase.w[cb * per_block..(cb + 1) * per_block];
             let live = (ci - cb * NO).min(NO);
             let out = out[cb * NO * och..].as_mut_ptr();
             // SAFETY: AVX2 and FMA present (`suits`, asserted by the caller); the loads stay
-            // inside `ys` (`reach`, asserted by the caller, times `co` planes), the weights
-            // inside `w` (`per_block`), and the stores inside `out`: `live` planes of `och`
-            // floats, och a multiple of 8.
+            // inside `ys` (asserted above, times `co` planes), the weights inside `w`
+            // (`per_block`), and the stores inside `out`: `live` planes of `och` floats, every
+            // vector's 8 within (asserted above).
             unsafe {
                 let args = (ys.as_ptr(), plane, co, w.as_ptr());
                 let dst = (out, och, live);
