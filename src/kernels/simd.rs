@@ -4,14 +4,7 @@
 //! baseline x86-64, where the compiler auto-vectorises only to 128 bits).
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    super::has_avx512()
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    super::has_avx2()
-}
+use super::{has_avx2, has_avx512};
 
 /// Defines each kernel as a run-time choice between `avx512::$name`, `avx2::$name` and
 /// `portable::$name`. Kernels listed under `auto` get their AVX2 version by compiling the

@@ -1,7 +1,7 @@
 //! What the two AVX-512 Winograd kernels ([`super::wino512`]'s F(2 × 2, 3 × 3) and
-//! [`super::wino4`]'s F(4 × 4, 3 × 3)) share: the transformed weight's layout and the small
-//! matrix products `M[ξ] = U[ξ] V[ξ]` over blocks of 48 tiles and 8 output channels, in
-//! registers.
+//! [`super::wino4`]'s F(4 × 4, 3 × 3)) share: the transformed weight's layout (which the AVX2
+//! kernel, [`super::wino256`], takes in blocks of 4 outputs) and the small matrix products
+//! `M[ξ] = U[ξ] V[ξ]` over blocks of 48 tiles and 8 output channels, in registers.
 
 use super::conv::ConvGeometry;
 use rayon::prelude::*;
