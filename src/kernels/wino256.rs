@@ -106,8 +106,15 @@ impl Wino256 {
     }
 
     /// One image: `x` (C × H × W) into `out` (O × H × W), with `epilogue` applied to the outputs
-    /// in registers before they are stored.
-    pub fn image_finished(&self, x: &[f32], out: &mut [f32], epilogue: Option<&Epilogue>) {
+    /// in registers before they are stored. `ahead` (the next image's input, or nothing) is
+    /// prefetched into L2 meanwhile, spread over the blocks.
+    pub fn image_finished(
+        &self,
+        x: &[f32],
+        ahead: &[f32],
+        out: &mut [f32],
+        epilogue: Option<&Epilogue>,
+    ) {
         let g = &self.g;
         let (ci, co, hw) = (g.ci, g.co, g.h * g.w);
         assert!(x.len() >= ci * hw && out.len() >= co * hw);
@@ -131,7 +138,11 @@ impl Wino256 {
                 // SAFETY: AVX2 and FMA present (asserted); `columns` checks its bounds.
                 unsafe { self.columns(padded, r) };
             }
-            for b in 0..tvs.div_ceil(NV) {
+            let blocks = tvs.div_ceil(NV);
+            let mut lines = ahead.chunks(16);
+            let per_step = ahead.len().div_ceil(16).div_ceil(blocks * obs);
+            let residual = epilogue.and_then(|e| e.residual);
+            for b in 0..blocks {
                 let nv = (tvs - b * NV).min(NV);
                 // The row half of the transform block by block, so that V stays in L1 from its
                 // stores to the products' loads (over the whole image it is 4 times the
@@ -140,8 +151,24 @@ impl Wino256 {
                     // SAFETY: AVX2 and FMA present (asserted); `rows` checks its bounds.
                     unsafe { self.rows(r, c, (b, nv), v) };
                 }
+                // The output rows of this block's tiles.
+                let (first, last) = (b * BLOCK, b * BLOCK + nv * V - 1);
+                let span = 2 * (first / self.tw) * g.w..2 * (last / self.tw + 1) * g.w;
                 for ob in 0..obs {
                     let live = (co - ob * NO).min(NO);
+                    // The next image's input into L2, spread over the steps, and the output
+                    // rows this step writes (and the residual it adds) into L1 while its
+                    // products run: the stores would otherwise wait for them.
+                    lines
+                        .by_ref()
+                        .take(per_step)
+                        .for_each(|l| prefetch(l, Hint::L2));
+                    for o in ob * NO..ob * NO + live {
+                        let rows = o * hw + span.start..o * hw + span.end;
+                        let added = residual.map(|r| &r[rows.clone()]).unwrap_or(&[]);
+                        out[rows].chunks(16).for_each(|l| prefetch(l, Hint::L1));
+                        added.chunks(16).for_each(|l| prefetch(l, Hint::L1));
+                    }
                     // SAFETY: AVX2 and FMA present (asserted); both check their bounds.
                     unsafe {
                         self.products(v, ob, nv, m);
@@ -327,6 +354,26 @@ impl Wino256 {
     }
 }
 
+/// Which cache a prefetch fills.
+#[derive(Clone, Copy)]
+enum Hint {
+    L1,
+    L2,
+}
+
+/// Prefetches the cache line that `line` starts in.
+#[inline]
+fn prefetch(line: &[f32], hint: Hint) {
+    let p = line.as_ptr().cast();
+    // SAFETY: SSE is part of x86-64, and a prefetch neither faults nor changes memory.
+    unsafe {
+        match hint {
+            Hint::L1 => _mm_prefetch::<_MM_HINT_T0>(p),
+            Hint::L2 => _mm_prefetch::<_MM_HINT_T1>(p),
+        }
+    }
+}
+
 /// `dst[o][v·8..] = Σ_c w[c][o] · src[c][v·8..]` for 4 outputs and N vectors (rows 16 apart).
 ///
 /// # Safety
@@ -399,7 +446,7 @@ mod tests {
         let ran = check_image_kernel(&shapes, supported, |wt, g| {
             let kernel = Wino256::new(wt, g);
             move |xi: &[f32], out: &mut [f32], e: Option<&Epilogue>| {
-                kernel.image_finished(xi, out, e)
+                kernel.image_finished(xi, &[], out, e)
             }
         });
         let avx2 = crate::kernels::has_avx2();

@@ -97,7 +97,7 @@ impl<'a> Prepared<'a> {
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct512(direct) => direct.image_finished(x, ahead, out, Some(epilogue)),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Wino256(wino) => wino.image_finished(x, out, Some(epilogue)),
+            Kernel::Wino256(wino) => wino.image_finished(x, ahead, out, Some(epilogue)),
             _ => {
                 self.image_ahead(x, ahead, out);
                 epilogue.apply(out);
@@ -116,7 +116,7 @@ impl<'a> Prepared<'a> {
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct512(direct) => return direct.image(x, ahead, out),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Wino256(wino) => return wino.image_finished(x, out, None),
+            Kernel::Wino256(wino) => return wino.image_finished(x, ahead, out, None),
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct(direct) => return direct.image(x, out),
             Kernel::Gemm(w) => &w[..],
