@@ -73,19 +73,6 @@ pub(crate) fn forward(
     forward_impl(x, planes, gamma, beta, eps, Output::Plain { relu }, dims)
 }
 
-/// `relu(batch_norm(x) + residual)`: the end of a residual block.
-pub(crate) fn forward_add_relu(
-    x: &[f32],
-    planes: Option<&[[f64; 2]]>,
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f64,
-    residual: &[f32],
-    dims: (usize, usize, usize),
-) -> (Vec<f32>, Saved) {
-    forward_impl(x, planes, gamma, beta, eps, Output::AddRelu(residual), dims)
-}
-
 /// What follows the normalisation.
 #[derive(Clone, Copy)]
 pub(crate) enum Output<'a> {
@@ -171,6 +158,16 @@ impl Affine {
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
         let affine = Affine { scale, shift, hw };
         (affine, Saved { mean, var, invstd })
+    }
+
+    /// Channels per image.
+    pub(crate) fn channels(&self) -> usize {
+        self.scale.len()
+    }
+
+    /// Values per channel plane.
+    pub(crate) fn plane(&self) -> usize {
+        self.hw
     }
 
     /// Image `i` of the batch `x` (and of the residual in `output`), normalised into `y`.

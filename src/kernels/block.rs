@@ -53,6 +53,51 @@ impl Drop for BlockSaved {
     }
 }
 
+/// Where a block's first convolution takes its input from.
+pub(crate) enum Input<'a> {
+    /// A whole batch in memory.
+    Ready(&'a [f32]),
+    /// Made image by image into the buffer by the function (image index, image) just before the
+    /// convolution reads it; the slice is what the function reads (the next image of it is
+    /// prefetched).
+    Filled(
+        &'a mut [f32],
+        &'a (dyn Fn(usize, &mut [f32]) + Sync),
+        &'a [f32],
+    ),
+}
+
+/// The end of a block's forward pass, once its second batch norm's statistics are known: the
+/// output `relu(bn2(z2) + shortcut(x))`, made image by image.
+pub(crate) struct BlockEnd {
+    affine: batchnorm::Affine,
+    shortcut: BlockShortcut,
+    /// The option-A shortcut of the block's input (the identity one is the input itself).
+    padded: Option<Vec<f32>>,
+}
+
+impl BlockEnd {
+    /// Image `i` of the output of the block that saved `saved` on the input `x`, into `y`.
+    pub(crate) fn image(&self, i: usize, saved: &BlockSaved, x: &[f32], y: &mut [f32]) {
+        let output = match (self.shortcut, &self.padded) {
+            (BlockShortcut::None, _) => batchnorm::Output::Plain { relu: true },
+            (BlockShortcut::PadA, Some(r)) => batchnorm::Output::AddRelu(r),
+            _ => batchnorm::Output::AddRelu(x),
+        };
+        self.affine.image(i, &saved.z2, output, y);
+    }
+
+    /// The whole output, image by image on all threads.
+    pub(crate) fn output(&self, saved: &BlockSaved, x: &[f32]) -> Vec<f32> {
+        let mut y = pool::take(saved.z2.len());
+        let image = (self.affine.channels() * self.affine.plane()).max(1);
+        y.par_chunks_mut(image)
+            .enumerate()
+            .for_each(|(i, yi)| self.image(i, saved, x, yi));
+        y
+    }
+}
+
 /// A basic block's sizes and kind: what its forward and backward passes need besides the data.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BlockShape {
@@ -99,6 +144,16 @@ impl BasicBlockParams<'_> {
 }
 
 impl BlockSaved {
+    /// Floats of the block's output (those of its second convolution's).
+    pub(crate) fn output_len(&self) -> usize {
+        self.z2.len()
+    }
+
+    /// What the block's output is made from (see [`BlockEnd::image`]), image by image.
+    pub(crate) fn output_source(&self) -> &[f32] {
+        &self.z2
+    }
+
     /// The batch statistics of both batch norms, as tensors.
     pub(crate) fn stats(&self) -> Result<BlockStats> {
         let stat = |v: &Vec<f32>| cpu_tensor(v.clone(), &[v.len()]);
@@ -198,13 +253,25 @@ impl BlockShape {
         ]
     }
 
-    /// The forward pass on `x` (N × Ci × H × W) with the flat parameters `p`: the output and
-    /// what the backward pass needs.
-    pub(crate) fn forward(&self, x: &[f32], p: &[f32]) -> (Vec<f32>, BlockSaved) {
+    /// The forward pass with the flat parameters `p` up to the second batch norm's statistics:
+    /// what the backward pass needs, and the output left to [`BlockEnd`], so that the next
+    /// block can make it image by image just before its first convolution reads it (from
+    /// cache, where a whole-batch pass wrote it to memory first).
+    pub(crate) fn forward_deferred(&self, input: Input, p: &[f32]) -> (BlockSaved, BlockEnd) {
         let o = self.offsets();
         let (g1, g2) = (&self.g1, &self.g2);
         let dims = (g1.n, g1.co, g1.ho * g1.wo);
-        let (z1, st1) = conv::forward_stats(x, &p[o[0]..o[1]], g1);
+        let w1 = &p[o[0]..o[1]];
+        let (z1, st1, x) = match input {
+            Input::Ready(x) => {
+                let (z1, st1) = conv::forward_stats(x, w1, g1);
+                (z1, st1, x)
+            }
+            Input::Filled(buf, fill, source) => {
+                let (z1, st1) = conv::forward_stats_filled(buf, fill, source, w1, g1);
+                (z1, st1, &*buf)
+            }
+        };
         let (gamma1, beta1) = (&p[o[1]..o[2]], &p[o[2]..o[3]]);
         let (affine1, bn1) = batchnorm::Affine::new(&st1, gamma1, beta1, self.eps, dims);
         // The first batch norm and ReLU image by image, each image then convolved from cache.
@@ -212,19 +279,13 @@ impl BlockShape {
         let relu = batchnorm::Output::Plain { relu: true };
         let fill = |i: usize, yi: &mut [f32]| affine1.image(i, &z1, relu, yi);
         let (z2, st2) = conv::forward_stats_filled(&mut y1, fill, &z1, &p[o[3]..o[4]], g2);
-        let st2 = Some(&st2[..]);
         let (gamma2, beta2) = (&p[o[4]..o[5]], &p[o[5]..o[6]]);
-        let (y, bn2) = match self.shortcut {
-            BlockShortcut::None => {
-                batchnorm::forward(&z2, st2, gamma2, beta2, self.eps, true, dims)
-            }
-            BlockShortcut::Identity => {
-                batchnorm::forward_add_relu(&z2, st2, gamma2, beta2, self.eps, x, dims)
-            }
-            BlockShortcut::PadA => {
-                let r = self.shortcut_a().forward(x);
-                batchnorm::forward_add_relu(&z2, st2, gamma2, beta2, self.eps, &r, dims)
-            }
+        let (affine2, bn2) = batchnorm::Affine::new(&st2, gamma2, beta2, self.eps, dims);
+        let padded = (self.shortcut == BlockShortcut::PadA).then(|| self.shortcut_a().forward(x));
+        let end = BlockEnd {
+            affine: affine2,
+            shortcut: self.shortcut,
+            padded,
         };
         let saved = BlockSaved {
             z1,
@@ -233,10 +294,10 @@ impl BlockShape {
             bn1,
             bn2,
         };
-        (y, saved)
+        (saved, end)
     }
 
-    /// The backward pass of [`BlockShape::forward`] on `x` with parameters `p`, which gave `y`
+    /// The backward pass of [`BlockShape::forward_deferred`] on `x` with parameters `p`, which gave `y`
     /// and `saved`, for the output gradient `dy`: the input gradient (when `need_dx`) and the
     /// flat parameter gradient.
     pub(crate) fn backward(

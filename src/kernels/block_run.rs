@@ -11,7 +11,9 @@
 //! all (the stem's 8 MB output gradient and the pooling's 2 MB one were zero-filled and added on
 //! one thread while the other waited).
 
-use super::block::{BasicBlockParams, BlockSaved, BlockShape, BlockShortcut, BlockStats};
+use super::block::{
+    BasicBlockParams, BlockEnd, BlockSaved, BlockShape, BlockShortcut, BlockStats, Input,
+};
 use super::conv::{self, ConvGeometry};
 use super::{batchnorm, cpu_f32, cpu_tensor, pool, simd, with_f32};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
@@ -230,17 +232,31 @@ impl CustomOp2 for BlockRun {
             StemSaved { z, y, bn }
         });
         let first = stem.as_ref().map_or(x, |s| &s.y[..]);
-        let mut inputs = Vec::with_capacity(self.shapes.len().saturating_sub(1));
-        let mut blocks = Vec::with_capacity(self.shapes.len());
-        let mut last: Option<Vec<f32>> = None;
+        // The inputs of the blocks after the first (the outputs of all but the last), each made
+        // image by image as the next block's first convolution reads it.
+        let mut inputs: Vec<Vec<f32>> = Vec::with_capacity(self.shapes.len().saturating_sub(1));
+        let mut blocks: Vec<BlockSaved> = Vec::with_capacity(self.shapes.len());
+        let mut end: Option<BlockEnd> = None;
         for (shape, range) in self.shapes.iter().zip(ranges) {
-            let (y, saved) = shape.forward(last.as_deref().unwrap_or(first), &p[range]);
+            let (saved, next) = match (end.take(), blocks.last()) {
+                (Some(end), Some(prev)) => {
+                    let x = inputs.last().map_or(first, |v| &v[..]);
+                    let mut y = pool::take(prev.output_len());
+                    let fill = |i: usize, yi: &mut [f32]| end.image(i, prev, x, yi);
+                    let input = Input::Filled(&mut y, &fill, prev.output_source());
+                    let done = shape.forward_deferred(input, &p[range]);
+                    inputs.push(y);
+                    done
+                }
+                _ => shape.forward_deferred(Input::Ready(first), &p[range]),
+            };
             blocks.push(saved);
-            inputs.extend(last.replace(y));
+            end = Some(next);
         }
-        let Some(y) = last else {
+        let (Some(end), Some(saved)) = (end, blocks.last()) else {
             bail!("{what}: no blocks")
         };
+        let y = end.output(saved, inputs.last().map_or(first, |v| &v[..]));
         let [n, c, h, w] = self.out_dims();
         let (out, shape, last) = match self.pool {
             true => {
