@@ -71,18 +71,26 @@ pub(crate) enum Input<'a> {
 /// output `relu(bn2(z2) + shortcut(x))`, made image by image.
 pub(crate) struct BlockEnd {
     affine: batchnorm::Affine,
-    shortcut: BlockShortcut,
-    /// The option-A shortcut of the block's input (the identity one is the input itself).
-    padded: Option<Vec<f32>>,
+    residual: Residual,
+}
+
+/// What a block adds to its normalised output.
+enum Residual {
+    /// Nothing (the plain networks).
+    None,
+    /// The block's input (the identity shortcut).
+    Input,
+    /// The option-A shortcut of the block's input.
+    Padded(Vec<f32>),
 }
 
 impl BlockEnd {
     /// Image `i` of the output of the block that saved `saved` on the input `x`, into `y`.
     pub(crate) fn image(&self, i: usize, saved: &BlockSaved, x: &[f32], y: &mut [f32]) {
-        let output = match (self.shortcut, &self.padded) {
-            (BlockShortcut::None, _) => batchnorm::Output::Plain { relu: true },
-            (BlockShortcut::PadA, Some(r)) => batchnorm::Output::AddRelu(r),
-            _ => batchnorm::Output::AddRelu(x),
+        let output = match &self.residual {
+            Residual::None => batchnorm::Output::Plain { relu: true },
+            Residual::Input => batchnorm::Output::AddRelu(x),
+            Residual::Padded(r) => batchnorm::Output::AddRelu(r),
         };
         self.affine.image(i, &saved.z2, output, y);
     }
@@ -281,11 +289,14 @@ impl BlockShape {
         let (z2, st2) = conv::forward_stats_filled(&mut y1, fill, &z1, &p[o[3]..o[4]], g2);
         let (gamma2, beta2) = (&p[o[4]..o[5]], &p[o[5]..o[6]]);
         let (affine2, bn2) = batchnorm::Affine::new(&st2, gamma2, beta2, self.eps, dims);
-        let padded = (self.shortcut == BlockShortcut::PadA).then(|| self.shortcut_a().forward(x));
+        let residual = match self.shortcut {
+            BlockShortcut::None => Residual::None,
+            BlockShortcut::Identity => Residual::Input,
+            BlockShortcut::PadA => Residual::Padded(self.shortcut_a().forward(x)),
+        };
         let end = BlockEnd {
             affine: affine2,
-            shortcut: self.shortcut,
-            padded,
+            residual,
         };
         let saved = BlockSaved {
             z1,
@@ -297,9 +308,9 @@ impl BlockShape {
         (saved, end)
     }
 
-    /// The backward pass of [`BlockShape::forward_deferred`] on `x` with parameters `p`, which gave `y`
-    /// and `saved`, for the output gradient `dy`: the input gradient (when `need_dx`) and the
-    /// flat parameter gradient.
+    /// The backward pass of [`BlockShape::forward_deferred`] on `x` with parameters `p`, which
+    /// gave `saved` and the output `y`, for the output gradient `dy`: the input gradient (when
+    /// `need_dx`) and the flat parameter gradient.
     pub(crate) fn backward(
         &self,
         s: &BlockSaved,
