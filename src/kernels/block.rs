@@ -7,6 +7,7 @@
 use super::batchnorm::{self, Saved};
 use super::conv::{self, ConvGeometry};
 use super::eltwise::ShortcutA;
+use super::gemm::with_scratch;
 use super::{Parts, cpu_tensor, pool, simd};
 use candle_core::{Result, Tensor, bail};
 use rayon::prelude::*;
@@ -66,6 +67,20 @@ pub(crate) enum Input<'a> {
         &'a [f32],
     ),
 }
+
+/// Where a block's backward pass starts.
+pub(crate) enum Start<'a> {
+    /// From its output `y` and the gradient there.
+    Output(&'a [f32], &'a [f32]),
+    /// From the gradient at its last ReLU's output and the second batch norm's per-plane sums
+    /// over it, made by the next block ([`BlockShape::end_grad`]).
+    Made(Vec<f32>, Vec<[f64; 2]>),
+}
+
+/// What a block's backward pass does to each image of its input gradient once it is complete
+/// (the previous block's [`BlockShape::end_grad`]): returns per-plane sums, collected in image
+/// order.
+pub(crate) type ImageDone<'a> = dyn Fn(usize, &mut [f32]) -> Vec<[f64; 2]> + Sync + 'a;
 
 /// The end of a block's forward pass, once its second batch norm's statistics are known: the
 /// output `relu(bn2(z2) + shortcut(x))`, made image by image.
@@ -309,33 +324,40 @@ impl BlockShape {
     }
 
     /// The backward pass of [`BlockShape::forward_deferred`] on `x` with parameters `p`, which
-    /// gave `saved` and the output `y`, for the output gradient `dy`: the input gradient (when
-    /// `need_dx`) and the flat parameter gradient.
+    /// gave `saved`, from `start`: the input gradient (when `need_dx` is `Some`; then each of
+    /// its images, once complete, is also handed to the function it holds, if any, whose sums
+    /// come back in image order), the flat parameter gradient, and those sums.
     pub(crate) fn backward(
         &self,
         s: &BlockSaved,
         x: &[f32],
         p: &[f32],
-        y: &[f32],
-        dy: &[f32],
-        need_dx: bool,
-    ) -> (Option<Vec<f32>>, Vec<f32>) {
+        start: Start,
+        need_dx: Option<Option<&ImageDone<'_>>>,
+    ) -> (Option<Vec<f32>>, Vec<f32>, Vec<[f64; 2]>) {
         let (g1, g2, o) = (&self.g1, &self.g2, self.offsets());
         let dims = (g1.n, g1.co, g1.ho * g1.wo);
         let (hw, out_len) = (dims.2, g1.co * dims.2);
         // The gradient at the output of the last ReLU, shared by the shortcut and the main path,
         // with the second batch norm's per-plane sums taken while each image is in cache.
-        let mut g = pool::take(dy.len());
-        let sums2: Vec<Vec<[f64; 2]>> = g
-            .par_chunks_mut(out_len.max(1))
-            .enumerate()
-            .map(|(i, gi)| {
-                let at = i * out_len;
-                simd::relu_grad(&dy[at..at + out_len], &y[at..at + out_len], gi);
-                batchnorm::image_grad_sums(i, gi, &s.z2, &s.z2, &s.bn2, false, hw)
-            })
-            .collect();
-        let sums2 = sums2.concat();
+        let (g, sums2) = match start {
+            Start::Made(g, sums2) => (g, sums2),
+            Start::Output(y, dy) => {
+                let mut g = pool::take(dy.len());
+                let sums2: Vec<Vec<[f64; 2]>> = g
+                    .par_chunks_mut(out_len.max(1))
+                    .enumerate()
+                    .map(|(i, gi)| {
+                        let at = i * out_len;
+                        simd::relu_grad(&dy[at..at + out_len], &y[at..at + out_len], gi);
+                        self.end_grad_sums(s, i, gi)
+                    })
+                    .collect();
+                (g, sums2.concat())
+            }
+        };
+        let done_image = need_dx.flatten();
+        let need_dx = need_dx.is_some();
         let (gamma1, gamma2) = (&p[o[1]..o[2]], &p[o[4]..o[5]]);
         let (w1, w2) = (&p[o[0]..o[1]], &p[o[3]..o[4]]);
         let parts = super::image_parts(g1.n);
@@ -384,10 +406,11 @@ impl BlockShape {
             None => parts.iter().map(|_| Default::default()).collect(),
         };
         let mut dz1 = pool::take(g.len());
-        let dw1: Vec<Vec<f32>> = (dz1.par_chunks_mut(per * out_len))
+        let done1: Vec<(Vec<f32>, Vec<[f64; 2]>)> = (dz1.par_chunks_mut(per * out_len))
             .zip(dx_parts)
             .zip(&parts)
             .map(|((dz, dxp), images)| {
+                let mut prev_sums = Vec::new();
                 for (k, i) in images.clone().enumerate() {
                     let dz = &mut dz[k * out_len..][..out_len];
                     coefs1.image_dx(i, (&dy1, &s.y1, &s.z1), true, dz);
@@ -395,6 +418,9 @@ impl BlockShape {
                         let dxi = &mut dxp[k * in_len..][..in_len];
                         dx1.image(dz, super::next_image(&dy1, i, out_len), dxi);
                         self.shortcut_backward(&g[i * out_len..][..out_len], dxi);
+                        if let Some(done) = done_image {
+                            prev_sums.extend(done(i, dxi));
+                        }
                     }
                 }
                 let xs = &x[images.start * in_len..images.end * in_len];
@@ -402,10 +428,12 @@ impl BlockShape {
                     n: images.len(),
                     ..*g1
                 };
-                conv::backward_weight_in(xs, dz, &g1, Parts::One)
+                (conv::backward_weight_in(xs, dz, &g1, Parts::One), prev_sums)
             })
             .collect();
         pool::give(dy1);
+        let (dw1, prev_sums): (Vec<_>, Vec<_>) = done1.into_iter().unzip();
+        let mut prev_sums = prev_sums.concat();
         let dw1 = super::add_in_order(dw1, w1.len());
         let dx = match dx1 {
             Some(_) => need_dx.then_some(dx),
@@ -413,9 +441,15 @@ impl BlockShape {
                 pool::give(dx);
                 need_dx.then(|| {
                     let mut dx = conv::backward_input(&dz1, w1, g1);
-                    let each = dx.par_chunks_mut(in_len.max(1));
-                    each.zip(g.par_chunks(out_len.max(1)))
-                        .for_each(|(dxi, gi)| self.shortcut_backward(gi, dxi));
+                    let each = dx.par_chunks_mut(in_len.max(1)).enumerate();
+                    let sums: Vec<Vec<[f64; 2]>> = each
+                        .zip(g.par_chunks(out_len.max(1)))
+                        .map(|((i, dxi), gi)| {
+                            self.shortcut_backward(gi, dxi);
+                            done_image.map(|done| done(i, dxi)).unwrap_or_default()
+                        })
+                        .collect();
+                    prev_sums = sums.concat();
                     dx
                 })
             }
@@ -424,7 +458,30 @@ impl BlockShape {
         pool::give(g);
         let (dgamma1, dbeta1) = (coefs1.dgamma, coefs1.dbeta);
         let (dgamma2, dbeta2) = (coefs2.dgamma, coefs2.dbeta);
-        (dx, [dw1, dgamma1, dbeta1, dw2, dgamma2, dbeta2].concat())
+        let dp = [dw1, dgamma1, dbeta1, dw2, dgamma2, dbeta2].concat();
+        (dx, dp, prev_sums)
+    }
+
+    /// Image `i` of the gradient at this block's last ReLU's output made in place from the
+    /// gradient at the block's output, `gi`, and the second batch norm's per-plane sums over it.
+    pub(crate) fn end_grad(
+        &self,
+        s: &BlockSaved,
+        y: &[f32],
+        i: usize,
+        gi: &mut [f32],
+    ) -> Vec<[f64; 2]> {
+        let len = gi.len();
+        with_scratch(len, |dy| {
+            dy.copy_from_slice(gi);
+            simd::relu_grad(dy, &y[i * len..][..len], gi);
+        });
+        self.end_grad_sums(s, i, gi)
+    }
+
+    fn end_grad_sums(&self, s: &BlockSaved, i: usize, gi: &[f32]) -> Vec<[f64; 2]> {
+        let hw = self.g1.ho * self.g1.wo;
+        batchnorm::image_grad_sums(i, gi, &s.z2, &s.z2, &s.bn2, false, hw)
     }
 
     /// Adds the shortcut's share of one image's input gradient into `dx`, from the gradient `g`

@@ -12,7 +12,8 @@
 //! one thread while the other waited).
 
 use super::block::{
-    BasicBlockParams, BlockEnd, BlockSaved, BlockShape, BlockShortcut, BlockStats, Input,
+    BasicBlockParams, BlockEnd, BlockSaved, BlockShape, BlockShortcut, BlockStats, ImageDone,
+    Input, Start,
 };
 use super::conv::{self, ConvGeometry};
 use super::{batchnorm, cpu_f32, cpu_tensor, pool, simd, with_f32};
@@ -312,25 +313,36 @@ impl CustomOp2 for BlockRun {
                     let dy = expanded.as_deref().unwrap_or(gs);
                     let first = s.stem.as_ref().map_or(xs, |st| &st.y[..]);
                     let mut dps = vec![Vec::new(); self.shapes.len()];
-                    // The gradient at the output of block k + 1 while block k runs (ours after
-                    // the last block).
+                    // Block k's input gradient, made by it image by image into the gradient at
+                    // block k - 1's last ReLU (with that block's second batch norm's sums)
+                    // while each image is in cache; the first block's goes to the stem, if any.
+                    let mut made: Option<(Vec<f32>, Vec<[f64; 2]>)> = None;
                     let mut carried: Option<Vec<f32>> = None;
                     for k in (0..=last).rev() {
                         let input = if k == 0 { first } else { &s.inputs[k - 1] };
                         let output = if k == last { ys } else { &s.inputs[k] };
-                        let dy_k = carried.as_deref().unwrap_or(dy);
+                        let start = match made.take() {
+                            Some((g, sums)) => Start::Made(g, sums),
+                            None => Start::Output(output, dy),
+                        };
+                        let prev = k.checked_sub(1).map(|j| (&self.shapes[j], &s.blocks[j]));
+                        let end_grad = |i: usize, gi: &mut [f32]| match prev {
+                            Some((shape, saved)) => shape.end_grad(saved, input, i, gi),
+                            None => Vec::new(),
+                        };
+                        let done = prev.is_some().then_some(&end_grad as &ImageDone);
                         let need_dx = k > 0 || s.stem.is_some() || x.track_op();
-                        let (dx, dp) = self.shapes[k].backward(
+                        let (dx, dp, sums) = self.shapes[k].backward(
                             &s.blocks[k],
                             input,
                             &p[ranges[k].clone()],
-                            output,
-                            dy_k,
-                            need_dx,
+                            start,
+                            need_dx.then_some(done),
                         );
                         dps[k] = dp;
-                        if let Some(used) = std::mem::replace(&mut carried, dx) {
-                            pool::give(used);
+                        match k {
+                            0 => carried = dx,
+                            _ => made = dx.map(|g| (g, sums)),
                         }
                     }
                     let stem = match (&s.stem, self.stem, carried.take()) {
