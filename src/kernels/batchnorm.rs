@@ -160,14 +160,9 @@ impl Affine {
         (affine, Saved { mean, var, invstd })
     }
 
-    /// Channels per image.
-    pub(crate) fn channels(&self) -> usize {
-        self.scale.len()
-    }
-
-    /// Values per channel plane.
-    pub(crate) fn plane(&self) -> usize {
-        self.hw
+    /// Floats per image (channels × plane).
+    pub(crate) fn image_len(&self) -> usize {
+        self.scale.len() * self.hw
     }
 
     /// Image `i` of the batch `x` (and of the residual in `output`), normalised into `y`.

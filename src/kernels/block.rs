@@ -113,7 +113,7 @@ impl BlockEnd {
     /// The whole output, image by image on all threads.
     pub(crate) fn output(&self, saved: &BlockSaved, x: &[f32]) -> Vec<f32> {
         let mut y = pool::take(saved.z2.len());
-        let image = (self.affine.channels() * self.affine.plane()).max(1);
+        let image = self.affine.image_len().max(1);
         y.par_chunks_mut(image)
             .enumerate()
             .for_each(|(i, yi)| self.image(i, saved, x, yi));
@@ -167,11 +167,6 @@ impl BasicBlockParams<'_> {
 }
 
 impl BlockSaved {
-    /// Floats of the block's output (those of its second convolution's).
-    pub(crate) fn output_len(&self) -> usize {
-        self.z2.len()
-    }
-
     /// What the block's output is made from (see [`BlockEnd::image`]), image by image.
     pub(crate) fn output_source(&self) -> &[f32] {
         &self.z2
@@ -324,16 +319,16 @@ impl BlockShape {
     }
 
     /// The backward pass of [`BlockShape::forward_deferred`] on `x` with parameters `p`, which
-    /// gave `saved`, from `start`: the input gradient (when `need_dx` is `Some`; then each of
-    /// its images, once complete, is also handed to the function it holds, if any, whose sums
-    /// come back in image order), the flat parameter gradient, and those sums.
+    /// gave `saved`, from `start`: the input gradient (when `need_dx`; each of its images, once
+    /// complete, is also handed to `done_image`, if any, whose sums come back in image order),
+    /// the flat parameter gradient, and those sums.
     pub(crate) fn backward(
         &self,
         s: &BlockSaved,
         x: &[f32],
         p: &[f32],
         start: Start,
-        need_dx: Option<Option<&ImageDone<'_>>>,
+        (need_dx, done_image): (bool, Option<&ImageDone<'_>>),
     ) -> (Option<Vec<f32>>, Vec<f32>, Vec<[f64; 2]>) {
         let (g1, g2, o) = (&self.g1, &self.g2, self.offsets());
         let dims = (g1.n, g1.co, g1.ho * g1.wo);
@@ -356,8 +351,6 @@ impl BlockShape {
                 (g, sums2.concat())
             }
         };
-        let done_image = need_dx.flatten();
-        let need_dx = need_dx.is_some();
         let (gamma1, gamma2) = (&p[o[1]..o[2]], &p[o[4]..o[5]]);
         let (w1, w2) = (&p[o[0]..o[1]], &p[o[3]..o[4]]);
         let parts = super::image_parts(g1.n);

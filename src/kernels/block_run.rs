@@ -242,7 +242,7 @@ impl CustomOp2 for BlockRun {
             let (saved, next) = match (end.take(), blocks.last()) {
                 (Some(end), Some(prev)) => {
                     let x = inputs.last().map_or(first, |v| &v[..]);
-                    let mut y = pool::take(prev.output_len());
+                    let mut y = pool::take(prev.output_source().len());
                     let fill = |i: usize, yi: &mut [f32]| end.image(i, prev, x, yi);
                     let input = Input::Filled(&mut y, &fill, prev.output_source());
                     let done = shape.forward_deferred(input, &p[range]);
@@ -325,19 +325,18 @@ impl CustomOp2 for BlockRun {
                             Some((g, sums)) => Start::Made(g, sums),
                             None => Start::Output(output, dy),
                         };
-                        let prev = k.checked_sub(1).map(|j| (&self.shapes[j], &s.blocks[j]));
-                        let end_grad = |i: usize, gi: &mut [f32]| match prev {
-                            Some((shape, saved)) => shape.end_grad(saved, input, i, gi),
-                            None => Vec::new(),
-                        };
-                        let done = prev.is_some().then_some(&end_grad as &ImageDone);
+                        let end_grad = k.checked_sub(1).map(|j| {
+                            let (shape, saved) = (&self.shapes[j], &s.blocks[j]);
+                            move |i: usize, gi: &mut [f32]| shape.end_grad(saved, input, i, gi)
+                        });
+                        let done = end_grad.as_ref().map(|f| f as &ImageDone);
                         let need_dx = k > 0 || s.stem.is_some() || x.track_op();
                         let (dx, dp, sums) = self.shapes[k].backward(
                             &s.blocks[k],
                             input,
                             &p[ranges[k].clone()],
                             start,
-                            need_dx.then_some(done),
+                            (need_dx, done),
                         );
                         dps[k] = dp;
                         match k {
