@@ -37,6 +37,8 @@ mod wino4;
 #[cfg(target_arch = "x86_64")]
 mod wino512;
 #[cfg(target_arch = "x86_64")]
+mod wino_grad;
+#[cfg(target_arch = "x86_64")]
 mod winograd;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor, bail};
