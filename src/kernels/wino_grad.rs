@@ -194,8 +194,8 @@ unsafe fn input_transform(
 }
 
 /// `W = A dY Aᵀ` of the 2 × 2 blocks of tile rows `rows` of `dy` (O × H × W, one image) into
-/// w[ξ][block][o][16] with `span` tiles per ξ, the first at `t0`; vectors over 16 tiles of a
-/// tile row (4 or 8 tile rows of fewer tiles share one vector).
+/// w[ξ][block][o][16] with `span` tiles per ξ, the first at `t0`; each vector holds 16 tiles: of
+/// one tile row, or of 2 (8 tiles a row) or 4 (4 tiles a row).
 #[target_feature(enable = "avx512f")]
 unsafe fn grad_transform(
     dy: &[f32],
@@ -204,50 +204,69 @@ unsafe fn grad_transform(
     (t0, span): (usize, usize),
     w: &mut [f32],
 ) {
-    let wd = 2 * tw;
-    assert!(dy.len() >= co * 2 * th * wd && rows.end <= th && span.is_multiple_of(V));
+    let (wd, per) = (2 * tw, (V / tw).max(1));
+    assert!(tw.is_multiple_of(V) || tw == 4 || tw == 8);
+    assert!(dy.len() >= co * 2 * th * wd && rows.end <= th && rows.len().is_multiple_of(per));
     let ws = stride(co * span);
-    assert!(w.len() >= XI * ws && t0 + rows.len() * tw <= span);
-    assert!(tw.is_multiple_of(V) || V.is_multiple_of(tw));
+    assert!(w.len() >= XI * ws && t0 + rows.len() * tw <= span && t0.is_multiple_of(V));
+    let at: [usize; XI] = std::array::from_fn(|xi| xi * ws);
+    let index = |f: fn(i32) -> i32| {
+        let idx: [i32; V] = std::array::from_fn(|l| f(l as i32));
+        // SAFETY: 16 i32 read from a 16-element array.
+        unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
+    };
+    // Lane l of two vectors' 32 floats: element 2l or 2l + 1 (4 tiles a row: of row pairs,
+    // the lanes (2l, 2l + 1) of the row's 8 floats, + 8 for the pair's second row).
+    let (even, odd) = (index(|l| 2 * l), index(|l| 2 * l + 1));
+    let quad = [
+        index(|l| (l % 4) * 2 + (l / 4) * 16),
+        index(|l| (l % 4) * 2 + 1 + (l / 4) * 16),
+        index(|l| (l % 4) * 2 + 8 + (l / 4) * 16),
+        index(|l| (l % 4) * 2 + 9 + (l / 4) * 16),
+    ];
     let zero = _mm512_setzero_ps();
-    for (k, ty) in rows.enumerate() {
+    let plane = dy.as_ptr();
+    for (k, ty) in rows.clone().step_by(per).enumerate() {
         for tx0 in (0..tw).step_by(V) {
-            let n = (tw - tx0).min(V);
-            let t = t0 + k * tw + tx0;
-            let (b, lane) = (t / V, t % V);
-            // Lane lane + i takes tile i of the chunk: element 2i (even) or 2i + 1 (odd) of
-            // the 2n floats of a row read as two vectors.
-            let pick = |odd: i32| {
-                let idx: [i32; V] = std::array::from_fn(|l| {
-                    (2 * (l as i32 - lane as i32) + odd).clamp(0, 2 * V as i32 - 1)
-                });
-                // SAFETY: 16 i32 read from a 16-element array.
-                unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
-            };
-            let (even, odd) = (pick(0), pick(1));
-            let (lo, hi) = (
-                super::direct512::lanes((2 * n).min(V), 0),
-                super::direct512::lanes((2 * n).saturating_sub(V), 0),
-            );
-            let store = super::direct512::lanes(n, 0) << lane;
+            let b = (t0 + k * per * tw + tx0) / V;
             for o in 0..co {
-                let row = |r: usize| {
-                    let at = (o * 2 * th + 2 * ty + r) * wd + 2 * tx0;
-                    // SAFETY: the 2n floats from `at` are a tile chunk's part of one row of
-                    // dy (asserted); masked-off lanes are not read.
-                    unsafe {
-                        let p = dy.as_ptr().add(at);
-                        let (l, h) = (
-                            _mm512_maskz_loadu_ps(lo, p),
-                            _mm512_maskz_loadu_ps(hi, p.wrapping_add(V)),
-                        );
-                        (
-                            _mm512_permutex2var_ps(l, even, h),
-                            _mm512_permutex2var_ps(l, odd, h),
-                        )
+                // SAFETY: rows 2ty.. 2(ty + per) of plane o, from column 2tx0 (2·16 floats, or
+                // whole rows), lie in dy (asserted).
+                let [e0, o0, e1, o1] = unsafe {
+                    let row = |y: usize, x: usize| {
+                        _mm512_loadu_ps(plane.add((o * 2 * th + 2 * ty + y) * wd + 2 * tx0 + x))
+                    };
+                    match tw {
+                        4 => {
+                            let z: [__m512; 4] = std::array::from_fn(|p| row(2 * p, 0));
+                            quad.map(|i| {
+                                let (lo, hi) = (
+                                    _mm512_permutex2var_ps(z[0], i, z[1]),
+                                    _mm512_permutex2var_ps(z[2], i, z[3]),
+                                );
+                                _mm512_shuffle_f32x4(lo, hi, 0x44)
+                            })
+                        }
+                        8 => {
+                            let z: [__m512; 4] = std::array::from_fn(|y| row(y, 0));
+                            [
+                                _mm512_permutex2var_ps(z[0], even, z[2]),
+                                _mm512_permutex2var_ps(z[0], odd, z[2]),
+                                _mm512_permutex2var_ps(z[1], even, z[3]),
+                                _mm512_permutex2var_ps(z[1], odd, z[3]),
+                            ]
+                        }
+                        _ => {
+                            let z = [row(0, 0), row(0, V), row(1, 0), row(1, V)];
+                            [
+                                _mm512_permutex2var_ps(z[0], even, z[1]),
+                                _mm512_permutex2var_ps(z[0], odd, z[1]),
+                                _mm512_permutex2var_ps(z[2], even, z[3]),
+                                _mm512_permutex2var_ps(z[2], odd, z[3]),
+                            ]
+                        }
                     }
                 };
-                let ((e0, o0), (e1, o1)) = (row(0), row(1));
                 // A dY along the rows (d0, d0 + d1, d0 − d1, −d1), then along the columns.
                 let rows = [
                     (e0, o0),
@@ -255,6 +274,7 @@ unsafe fn grad_transform(
                     (_mm512_sub_ps(e0, e1), _mm512_sub_ps(o0, o1)),
                     (_mm512_sub_ps(zero, e1), _mm512_sub_ps(zero, o1)),
                 ];
+                let out = w.as_mut_ptr().wrapping_add((b * co + o) * V);
                 for (a, &(e, od)) in rows.iter().enumerate() {
                     let cols = [
                         e,
@@ -263,9 +283,8 @@ unsafe fn grad_transform(
                         _mm512_sub_ps(zero, od),
                     ];
                     for (c, &val) in cols.iter().enumerate() {
-                        let at = (a * 4 + c) * ws + (b * co + o) * V;
-                        // SAFETY: inside w (asserted: b < blocks).
-                        unsafe { _mm512_mask_storeu_ps(w.as_mut_ptr().add(at), store, val) };
+                        // SAFETY: inside w (asserted: block b within the span).
+                        unsafe { _mm512_storeu_ps(out.add(at[a * 4 + c]), val) };
                     }
                 }
             }
