@@ -31,9 +31,24 @@ use std::ops::Range;
 const V: usize = 16;
 /// Transformed positions per tile (4 × 4).
 const XI: usize = 16;
-/// The tiles the products run over between loads and stores of their sums: an image of 8 × 8
-/// outputs has 16, so they are taken in groups of 4; larger ones in pieces of whole tile rows.
-const CHUNK: usize = 4 * V;
+/// Transformed positions per row of the 4 × 4 (the transforms make one row at a time).
+const GROUP: usize = 4;
+
+/// How a chunk of tiles is taken: (the tiles the products run over between loads and stores of
+/// their sums, the rows of ξ transformed and multiplied per pass). With 16 input and output
+/// channels: 32 tiles, one row a pass, so that the row's transformed tiles and sums (20 KB) stay
+/// in L1 (the transforms' stores are what costs most there); else 64 tiles (images of 8 × 8
+/// outputs, 16 tiles, in groups of 4; larger ones in pieces of whole tile rows), all rows in
+/// one pass. Measured on one thread, µs an image: 16 → 16 at 32 × 32 23.0 with (16, 1), 20.8
+/// with (32, 1), 22.3 with (64, 1), 24.6 with (64, 4); 32 → 32 at 16 × 16 17.1 with (64, 1),
+/// 16.6 with (64, 4); 64 → 64 at 8 × 8 16.0 and 15.2.
+fn chunk(ci: usize, co: usize) -> (usize, usize) {
+    if ci + co <= 2 * V {
+        (2 * V, 1)
+    } else {
+        (4 * V, 4)
+    }
+}
 
 /// The floats of one ξ's part of a transformed buffer of `len` floats per ξ: a cache line more,
 /// so that the 16 parts (16 KB apart at CIFAR's sizes, else) never share the cache sets
@@ -65,10 +80,7 @@ pub(crate) fn supported(g: &ConvGeometry) -> bool {
 /// than the smaller products save (one thread, 32 × 32: 24.5 µs an image against the direct
 /// kernel's 24.8; 32 and 32 at 16 × 16: 18.8 against 24.8, 64 and 64 at 8 × 8: 18.8 against 28.6).
 pub(crate) fn available(g: &ConvGeometry) -> bool {
-    supported(g)
-        && g.ci + g.co >= 64
-        && super::winograd_enabled()
-        && super::conv_family() == super::ConvFamily::Avx512
+    supported(g) && super::winograd_enabled() && super::conv_family() == super::ConvFamily::Avx512
 }
 
 /// Input-channel vectors and output channels per product tile for `ci` input channels: up to
@@ -93,97 +105,117 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
     let wp = g.w + 2;
     let (in_len, out_len) = (ci * hw, co * hw);
     assert!(x.len() >= g.n * in_len && dy.len() >= g.n * out_len);
-    // Pieces of whole tile rows (of a multiple of 16 tiles, `supported`) into chunks of `span`.
-    let piece = (CHUNK / tw).clamp(1, th);
-    let span = CHUNK.max(piece * tw);
+    // Pieces of whole tile rows (of a multiple of 16 tiles, `supported`), or whole images,
+    // into chunks of `span` tiles.
+    let (chunk, pass) = chunk(ci, co);
+    let piece = (chunk / tw).clamp(1, th);
+    let batch = if piece == th {
+        (chunk / (th * tw)).max(1)
+    } else {
+        1
+    };
+    let span = chunk.max(piece * tw);
     let xt_len = (g.h + 2) * wp * ci;
-    let (v_len, w_len) = (XI * stride(span * ci), XI * stride(co * span));
+    let (v_len, w_len) = (
+        pass * GROUP * stride(span * ci),
+        pass * GROUP * stride(co * span),
+    );
+    let ms = stride(co * ci);
     super::sum_over_images(g.n, co * ci * 9, parts, |images| {
-        let mut m = vec![0f32; XI * stride(co * ci)];
-        with_scratch(xt_len + v_len + w_len + V, |scratch| {
+        let mut m = vec![0f32; XI * ms];
+        with_scratch(batch * xt_len + v_len + w_len + V, |scratch| {
             // Every vector of V and W at a whole cache line.
             let skip = scratch.as_ptr().align_offset(64).min(V);
-            let (xt, rest) = scratch[skip..].split_at_mut(xt_len);
+            let (xts, rest) = scratch[skip..].split_at_mut(batch * xt_len);
             let (v, w) = rest.split_at_mut(v_len);
             // The padding is never written: zero once.
-            xt.fill(0.0);
-            let mut filled = 0;
-            for i in images {
-                simd::nhwc_padded(&x[i * in_len..][..in_len], (ci, g.h, g.w), 1, wp, xt);
-                let dyi = &dy[i * out_len..][..out_len];
+            xts.fill(0.0);
+            let all: Vec<usize> = images.collect();
+            for some in all.chunks(batch) {
+                for (xt, &i) in xts.chunks_exact_mut(xt_len).zip(some) {
+                    simd::nhwc_padded(&x[i * in_len..][..in_len], (ci, g.h, g.w), 1, wp, xt);
+                }
                 for ty in (0..th).step_by(piece) {
                     let rows = ty..(ty + piece).min(th);
-                    if filled + rows.len() * tw > span {
-                        // SAFETY: AVX-512F present (`supported`, asserted); the functions check
-                        // their bounds.
-                        unsafe { products(w, v, (co, ci), (filled, span), &mut m) };
-                        filled = 0;
+                    let n = rows.len() * tw;
+                    for a0 in (0..XI / GROUP).step_by(pass) {
+                        for a in a0..a0 + pass {
+                            let (vs, ws) = (stride(span * ci), stride(co * span));
+                            let v = &mut v[(a - a0) * GROUP * vs..];
+                            let w = &mut w[(a - a0) * GROUP * ws..];
+                            for (k, &i) in some.iter().enumerate() {
+                                let xt = &xts[k * xt_len..][..xt_len];
+                                let dyi = &dy[i * out_len..][..out_len];
+                                let (rows, at) = ((rows.clone(), a), (k * n, span));
+                                // SAFETY: AVX-512F present (`supported`, asserted); the
+                                // functions check their bounds.
+                                unsafe {
+                                    input_transform(xt, (ci, tw, wp), rows.clone(), at, v);
+                                    grad_transform(dyi, (co, th, tw), rows, at, w);
+                                }
+                            }
+                        }
+                        let (m, xis) = (&mut m[a0 * GROUP * ms..], pass * GROUP);
+                        // SAFETY: as above.
+                        unsafe { products(w, v, (co, ci), (some.len() * n, span), (xis, m)) };
                     }
-                    // SAFETY: as above.
-                    unsafe {
-                        input_transform(xt, (ci, tw, wp), rows.clone(), (filled, span), v);
-                        grad_transform(dyi, (co, th, tw), rows.clone(), (filled, span), w);
-                    }
-                    filled += rows.len() * tw;
                 }
             }
-            // SAFETY: as above.
-            unsafe { products(w, v, (co, ci), (filled, span), &mut m) };
         });
         // SAFETY: as above.
         unsafe { output_transform(&m, co, ci) }
     })
 }
 
-/// `V = Bᵀ d B` of the 4 × 4 tiles of tile rows `rows` of `xt` (pixel-major, `ci` floats per
-/// pixel, zero-padded rows of `wp` pixels) into v[ξ][t][c] with `span` tiles per ξ, the first
-/// at `t0`.
+/// Row `a` of `V = Bᵀ d B` (the group of ξ = 4a..4a + 4) of the 4 × 4 tiles of tile rows `rows`
+/// of `xt` (pixel-major, `ci` floats per pixel, zero-padded rows of `wp` pixels) into
+/// v[ξ − 4a][t][c] with `span` tiles per ξ, the first at `t0`.
 #[target_feature(enable = "avx512f")]
 unsafe fn input_transform(
     xt: &[f32],
     (ci, tw, wp): (usize, usize, usize),
-    rows: Range<usize>,
+    (rows, a): (Range<usize>, usize),
     (t0, span): (usize, usize),
     v: &mut [f32],
 ) {
-    assert!(xt.len() >= (2 * rows.end + 2) * wp * ci && wp >= 2 * tw + 2);
+    assert!(xt.len() >= (2 * rows.end + 2) * wp * ci && wp >= 2 * tw + 2 && a < 4);
     let vs = stride(span * ci);
-    assert!(v.len() >= XI * vs && t0 + rows.len() * tw <= span);
+    assert!(v.len() >= GROUP * vs && t0 + rows.len() * tw <= span);
     let (src, dst) = (xt.as_ptr(), v.as_mut_ptr());
-    let at: [usize; XI] = std::array::from_fn(|xi| xi * vs);
-    // Bᵀ along the rows of one pixel column: the column's part of 1, 2 or 3 tiles.
-    let column = |d: [__m512; 4]| {
-        [
-            _mm512_sub_ps(d[0], d[2]),
-            _mm512_add_ps(d[1], d[2]),
-            _mm512_sub_ps(d[2], d[1]),
-            _mm512_sub_ps(d[1], d[3]),
-        ]
-    };
+    let at: [usize; GROUP] = std::array::from_fn(|s| s * vs);
+    // Row a of Bᵀ: d0 − d2, d1 + d2, d2 − d1, d1 − d3 as rows (p, q) and the sign of q.
+    let (p, q, sign) = [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0)][a];
+    let sign = _mm512_set1_ps(sign);
     for cv in (0..ci).step_by(V) {
         for (k, ty) in rows.clone().enumerate() {
             // SAFETY: pixels (2ty + r, x) for r < 4 and x < 2tw + 2 lie in the hp·wp pixels
             // (asserted); the stores are inside v (asserted).
             unsafe {
-                let row: [*const f32; 4] =
-                    std::array::from_fn(|r| src.add((2 * ty + r) * wp * ci + cv));
-                let col =
-                    |x: usize| column(std::array::from_fn(|r| _mm512_loadu_ps(row[r].add(x * ci))));
+                let (rp, rq) = (
+                    src.add((2 * ty + p) * wp * ci + cv),
+                    src.add((2 * ty + q) * wp * ci + cv),
+                );
+                // The row's value at pixel column x (exact: ±1 · d_q + d_p rounds once).
+                let col = |x: usize| {
+                    let (dp, dq) = (
+                        _mm512_loadu_ps(rp.add(x * ci)),
+                        _mm512_loadu_ps(rq.add(x * ci)),
+                    );
+                    _mm512_fmadd_ps(dq, sign, dp)
+                };
                 let (mut c0, mut c1) = (col(0), col(1));
                 let mut out = dst.add((t0 + k * tw) * ci + cv);
                 for tx in 0..tw {
                     let (c2, c3) = (col(2 * tx + 2), col(2 * tx + 3));
                     // B along the columns.
-                    for r in 0..4 {
-                        let vals = [
-                            _mm512_sub_ps(c0[r], c2[r]),
-                            _mm512_add_ps(c1[r], c2[r]),
-                            _mm512_sub_ps(c2[r], c1[r]),
-                            _mm512_sub_ps(c1[r], c3[r]),
-                        ];
-                        for (s, &val) in vals.iter().enumerate() {
-                            _mm512_storeu_ps(out.add(at[r * 4 + s]), val);
-                        }
+                    let vals = [
+                        _mm512_sub_ps(c0, c2),
+                        _mm512_add_ps(c1, c2),
+                        _mm512_sub_ps(c2, c1),
+                        _mm512_sub_ps(c1, c3),
+                    ];
+                    for (s, &val) in vals.iter().enumerate() {
+                        _mm512_storeu_ps(out.add(at[s]), val);
                     }
                     (c0, c1) = (c2, c3);
                     out = out.add(ci);
@@ -193,14 +225,14 @@ unsafe fn input_transform(
     }
 }
 
-/// `W = A dY Aᵀ` of the 2 × 2 blocks of tile rows `rows` of `dy` (O × H × W, one image) into
-/// w[ξ][block][o][16] with `span` tiles per ξ, the first at `t0`; each vector holds 16 tiles: of
-/// one tile row, or of 2 (8 tiles a row) or 4 (4 tiles a row).
+/// Row `a` of `W = A dY Aᵀ` (ξ = 4a..4a + 4) of the 2 × 2 blocks of tile rows `rows` of `dy`
+/// (O × H × W, one image) into w[ξ − 4a][block][o][16] with `span` tiles per ξ, the first at
+/// `t0`; each vector holds 16 tiles: of one tile row, or of 2 (8 tiles a row) or 4 (4 a row).
 #[target_feature(enable = "avx512f")]
 unsafe fn grad_transform(
     dy: &[f32],
     (co, th, tw): (usize, usize, usize),
-    rows: Range<usize>,
+    (rows, a): (Range<usize>, usize),
     (t0, span): (usize, usize),
     w: &mut [f32],
 ) {
@@ -208,8 +240,8 @@ unsafe fn grad_transform(
     assert!(tw.is_multiple_of(V) || tw == 4 || tw == 8);
     assert!(dy.len() >= co * 2 * th * wd && rows.end <= th && rows.len().is_multiple_of(per));
     let ws = stride(co * span);
-    assert!(w.len() >= XI * ws && t0 + rows.len() * tw <= span && t0.is_multiple_of(V));
-    let at: [usize; XI] = std::array::from_fn(|xi| xi * ws);
+    assert!(w.len() >= GROUP * ws && t0 + rows.len() * tw <= span && t0.is_multiple_of(V));
+    let at: [usize; GROUP] = std::array::from_fn(|c| c * ws);
     let index = |f: fn(i32) -> i32| {
         let idx: [i32; V] = std::array::from_fn(|l| f(l as i32));
         // SAFETY: 16 i32 read from a 16-element array.
@@ -267,48 +299,46 @@ unsafe fn grad_transform(
                         }
                     }
                 };
-                // A dY along the rows (d0, d0 + d1, d0 − d1, −d1), then along the columns.
-                let rows = [
-                    (e0, o0),
-                    (_mm512_add_ps(e0, e1), _mm512_add_ps(o0, o1)),
-                    (_mm512_sub_ps(e0, e1), _mm512_sub_ps(o0, o1)),
-                    (_mm512_sub_ps(zero, e1), _mm512_sub_ps(zero, o1)),
+                // Row a of A dY (d0, d0 + d1, d0 − d1 or −d1), then A along the columns.
+                let (e, od) = match a {
+                    0 => (e0, o0),
+                    1 => (_mm512_add_ps(e0, e1), _mm512_add_ps(o0, o1)),
+                    2 => (_mm512_sub_ps(e0, e1), _mm512_sub_ps(o0, o1)),
+                    _ => (_mm512_sub_ps(zero, e1), _mm512_sub_ps(zero, o1)),
+                };
+                let cols = [
+                    e,
+                    _mm512_add_ps(e, od),
+                    _mm512_sub_ps(e, od),
+                    _mm512_sub_ps(zero, od),
                 ];
                 let out = w.as_mut_ptr().wrapping_add((b * co + o) * V);
-                for (a, &(e, od)) in rows.iter().enumerate() {
-                    let cols = [
-                        e,
-                        _mm512_add_ps(e, od),
-                        _mm512_sub_ps(e, od),
-                        _mm512_sub_ps(zero, od),
-                    ];
-                    for (c, &val) in cols.iter().enumerate() {
-                        // SAFETY: inside w (asserted: block b within the span).
-                        unsafe { _mm512_storeu_ps(out.add(at[a * 4 + c]), val) };
-                    }
+                for (c, &val) in cols.iter().enumerate() {
+                    // SAFETY: inside w (asserted: block b within the span).
+                    unsafe { _mm512_storeu_ps(out.add(at[c]), val) };
                 }
             }
         }
     }
 }
 
-/// `M[ξ] += W[ξ] V[ξ]` over the first `tiles` of the `span` tiles per ξ of w[ξ][block][o][16]
-/// and v[ξ][t][c], into m[ξ][o][c].
+/// `M[ξ] += W[ξ] V[ξ]` for `xis` consecutive ξ, over the first `tiles` of the `span` tiles per ξ
+/// of w[ξ][block][o][16] and v[ξ][t][c], into m[ξ][o][c].
 #[target_feature(enable = "avx512f")]
 unsafe fn products(
     w: &[f32],
     v: &[f32],
     (co, ci): (usize, usize),
     (tiles, span): (usize, usize),
-    m: &mut [f32],
+    (xis, m): (usize, &mut [f32]),
 ) {
     let (ws, vs, ms) = (stride(co * span), stride(span * ci), stride(co * ci));
-    assert!(w.len() >= XI * ws && v.len() >= XI * vs && m.len() >= XI * ms);
+    assert!(w.len() >= xis * ws && v.len() >= xis * vs && m.len() >= xis * ms);
     assert!(tiles <= span && tiles.is_multiple_of(V) && span.is_multiple_of(V));
     assert!(co.is_multiple_of(8) && ci.is_multiple_of(V));
     let (nc, no) = tile(ci);
     let blocks = tiles / V;
-    for xi in 0..XI {
+    for xi in 0..xis {
         let (wx, vx, mx) = (&w[xi * ws..], &v[xi * vs..], &mut m[xi * ms..]);
         for cb in (0..ci).step_by(nc * V) {
             for ob in (0..co).step_by(no) {
