@@ -53,7 +53,7 @@ fn chunk(ci: usize, co: usize) -> (usize, usize) {
 /// The floats of one ξ's part of a transformed buffer of `len` floats per ξ: a cache line more,
 /// so that the 16 parts (16 KB apart at CIFAR's sizes, else) never share the cache sets
 /// the transforms write them through.
-fn stride(len: usize) -> usize {
+pub(super) fn stride(len: usize) -> usize {
     len + V
 }
 
@@ -325,7 +325,7 @@ unsafe fn grad_transform(
 /// `M[ξ] += W[ξ] V[ξ]` for `xis` consecutive ξ, over the first `tiles` of the `span` tiles per ξ
 /// of w[ξ][block][o][16] and v[ξ][t][c], into m[ξ][o][c].
 #[target_feature(enable = "avx512f")]
-unsafe fn products(
+pub(super) unsafe fn products(
     w: &[f32],
     v: &[f32],
     (co, ci): (usize, usize),
@@ -410,9 +410,6 @@ unsafe fn kernel<const NO: usize, const NC: usize>(
 /// `dW = Gᵀ M G` of m[ξ][o][c] into dW (O, C, 3, 3), with vectors over 16 input channels.
 #[target_feature(enable = "avx512f")]
 unsafe fn output_transform(m: &[f32], co: usize, ci: usize) -> Vec<f32> {
-    let ms = stride(co * ci);
-    assert!(m.len() >= XI * ms && ci.is_multiple_of(V));
-    let mut dw = vec![0f32; co * ci * 9];
     let half = _mm512_set1_ps(0.5);
     // Gᵀ (3 × 4) applied to (x0, x1, x2, x3): x0 + (x1 + x2)/2, (x1 − x2)/2, (x1 + x2)/2 + x3.
     let gt = |x: [__m512; 4]| {
@@ -423,16 +420,33 @@ unsafe fn output_transform(m: &[f32], co: usize, ci: usize) -> Vec<f32> {
             _mm512_add_ps(s, x[3]),
         ]
     };
+    // SAFETY: AVX-512F present (caller).
+    unsafe { kernels_of(m, co, ci, gt) }
+}
+
+/// `dW = Gᵀ M G` of m[ξ][o][c] (N × N transformed positions, ξ = N·a + b, each ξ's part
+/// `stride(co·ci)` floats) into dW (O, C, 3, 3), with vectors over 16 input channels and `gt`
+/// the product of Gᵀ (3 × N) with N values.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn kernels_of<const N: usize>(
+    m: &[f32],
+    co: usize,
+    ci: usize,
+    gt: impl Fn([__m512; N]) -> [__m512; 3],
+) -> Vec<f32> {
+    let ms = stride(co * ci);
+    assert!(m.len() >= N * N * ms && ci.is_multiple_of(V));
+    let mut dw = vec![0f32; co * ci * 9];
     for o in 0..co {
         for cv in (0..ci).step_by(V) {
             // SAFETY: the 16 vectors lie inside m (asserted).
             let x = |xi: usize| unsafe { _mm512_loadu_ps(m.as_ptr().add(xi * ms + o * ci + cv)) };
             // Along a (the rows of each column b), then along b.
-            let cols: [[__m512; 3]; 4] =
-                std::array::from_fn(|b| gt([x(b), x(4 + b), x(8 + b), x(12 + b)]));
+            let cols: [[__m512; 3]; N] =
+                std::array::from_fn(|b| gt(std::array::from_fn(|a| x(N * a + b))));
             let mut out = [[0f32; V]; 9];
             for ky in 0..3 {
-                let r = gt([cols[0][ky], cols[1][ky], cols[2][ky], cols[3][ky]]);
+                let r = gt(std::array::from_fn(|b| cols[b][ky]));
                 for kx in 0..3 {
                     // SAFETY: 16 floats into a 16-float row.
                     unsafe { _mm512_storeu_ps(out[ky * 3 + kx].as_mut_ptr(), r[kx]) };
