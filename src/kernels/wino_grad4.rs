@@ -325,7 +325,6 @@ mod tests {
                 let got = weight_grad(&x, &dy, &g, parts);
                 let err = got.iter().zip(&dw).map(|(a, b)| (*a as f64 - b).abs());
                 let err = err.fold(0.0, f64::max);
-                eprintln!("{g:?}: {err}");
                 assert!(err < 2e-3, "{g:?}: largest error {err}");
             }
         }
