@@ -50,6 +50,18 @@ fn chunk(ci: usize, co: usize) -> (usize, usize) {
     }
 }
 
+/// Zeroes the padding (one pixel wide) of `xt`, image (C × H × W) pixel-major with padding 1,
+/// whose inside [`simd::nhwc_padded`] writes.
+pub(super) fn zero_border(xt: &mut [f32], (ci, h, w): (usize, usize, usize)) {
+    let row = (w + 2) * ci;
+    xt[..row].fill(0.0);
+    xt[(h + 1) * row..(h + 2) * row].fill(0.0);
+    for y in 1..=h {
+        xt[y * row..][..ci].fill(0.0);
+        xt[y * row + (w + 1) * ci..][..ci].fill(0.0);
+    }
+}
+
 /// The floats of one ξ's part of a transformed buffer of `len` floats per ξ: a cache line more,
 /// so that the 16 parts (16 KB apart at CIFAR's sizes, else) never share the cache sets
 /// the transforms write them through.
@@ -122,14 +134,19 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
     );
     let ms = stride(co * ci);
     super::sum_over_images(g.n, co * ci * 9, parts, |images| {
-        let mut m = vec![0f32; XI * ms];
+        if images.is_empty() {
+            return vec![0f32; co * ci * 9];
+        }
+        let mut m = super::pool::take(XI * ms);
         with_scratch(batch * xt_len + v_len + w_len + V, |scratch| {
             // Every vector of V and W at a whole cache line.
             let skip = scratch.as_ptr().align_offset(64).min(V);
             let (xts, rest) = scratch[skip..].split_at_mut(batch * xt_len);
             let (v, w) = rest.split_at_mut(v_len);
-            // The padding is never written: zero once.
-            xts.fill(0.0);
+            for xt in xts.chunks_exact_mut(xt_len) {
+                zero_border(xt, (ci, g.h, g.w));
+            }
+            let mut fresh = true;
             let all: Vec<usize> = images.collect();
             for some in all.chunks(batch) {
                 for (xt, &i) in xts.chunks_exact_mut(xt_len).zip(some) {
@@ -156,14 +173,18 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
                             }
                         }
                         let (m, xis) = (&mut m[a0 * GROUP * ms..], pass * GROUP);
+                        let tiles = (some.len() * n, span);
                         // SAFETY: as above.
-                        unsafe { products(w, v, (co, ci), (some.len() * n, span), (xis, m)) };
+                        unsafe { products(w, v, (co, ci), tiles, (xis, m), fresh) };
                     }
+                    fresh = false;
                 }
             }
         });
         // SAFETY: as above.
-        unsafe { output_transform(&m, co, ci) }
+        let dw = unsafe { output_transform(&m, co, ci) };
+        super::pool::give(m);
+        dw
     })
 }
 
@@ -323,7 +344,7 @@ unsafe fn grad_transform(
 }
 
 /// `M[ξ] += W[ξ] V[ξ]` for `xis` consecutive ξ, over the first `tiles` of the `span` tiles per ξ
-/// of w[ξ][block][o][16] and v[ξ][t][c], into m[ξ][o][c].
+/// of w[ξ][block][o][16] and v[ξ][t][c], into m[ξ][o][c] (`M[ξ] =` when `fresh`).
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn products(
     w: &[f32],
@@ -331,6 +352,7 @@ pub(super) unsafe fn products(
     (co, ci): (usize, usize),
     (tiles, span): (usize, usize),
     (xis, m): (usize, &mut [f32]),
+    fresh: bool,
 ) {
     let (ws, vs, ms) = (stride(co * span), stride(span * ci), stride(co * ci));
     assert!(w.len() >= xis * ws && v.len() >= xis * vs && m.len() >= xis * ms);
@@ -350,15 +372,15 @@ pub(super) unsafe fn products(
                 // slices (asserted: nc·16 | ci, and the last tile of outputs is cut to co).
                 unsafe {
                     match (nc, (co - ob).min(no)) {
-                        (1, 16) => kernel::<16, 1>(args),
-                        (1, _) => kernel::<8, 1>(args),
-                        (2, 12) => kernel::<12, 2>(args),
-                        (2, 8) => kernel::<8, 2>(args),
-                        (2, _) => kernel::<4, 2>(args),
-                        (3, _) => kernel::<8, 3>(args),
-                        (_, 6) => kernel::<6, 4>(args),
-                        (_, 4) => kernel::<4, 4>(args),
-                        (_, _) => kernel::<2, 4>(args),
+                        (1, 16) => kernel::<16, 1>(args, fresh),
+                        (1, _) => kernel::<8, 1>(args, fresh),
+                        (2, 12) => kernel::<12, 2>(args, fresh),
+                        (2, 8) => kernel::<8, 2>(args, fresh),
+                        (2, _) => kernel::<4, 2>(args, fresh),
+                        (3, _) => kernel::<8, 3>(args, fresh),
+                        (_, 6) => kernel::<6, 4>(args, fresh),
+                        (_, 4) => kernel::<4, 4>(args, fresh),
+                        (_, _) => kernel::<2, 4>(args, fresh),
                     }
                 }
             }
@@ -367,7 +389,7 @@ pub(super) unsafe fn products(
 }
 
 /// One product tile: NO output channels × NC vectors of input channels, summed over `blocks`
-/// blocks of 16 tiles and added to `m`.
+/// blocks of 16 tiles and added to `m` (written over it when `fresh`).
 ///
 /// # Safety
 /// AVX-512F present; `w` holds `blocks` blocks `bs` floats apart of NO rows of 16 values; `v`
@@ -376,11 +398,12 @@ pub(super) unsafe fn products(
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel<const NO: usize, const NC: usize>(
     (w, bs, blocks, v, ci, m): (*const f32, usize, usize, *const f32, usize, *mut f32),
+    fresh: bool,
 ) {
     let mut acc = [[_mm512_setzero_ps(); NC]; NO];
     // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
     unsafe {
-        for (o, acc) in acc.iter_mut().enumerate() {
+        for (o, acc) in acc.iter_mut().enumerate().filter(|_| !fresh) {
             for (j, acc) in acc.iter_mut().enumerate() {
                 *acc = _mm512_loadu_ps(m.add(o * ci + j * V));
             }
@@ -436,7 +459,8 @@ pub(super) unsafe fn kernels_of<const N: usize>(
 ) -> Vec<f32> {
     let ms = stride(co * ci);
     assert!(m.len() >= N * N * ms && ci.is_multiple_of(V));
-    let mut dw = vec![0f32; co * ci * 9];
+    // Every float is written below.
+    let mut dw = super::pool::take(co * ci * 9);
     for o in 0..co {
         for cv in (0..ci).step_by(V) {
             // SAFETY: the 16 vectors lie inside m (asserted).

@@ -20,7 +20,7 @@ use super::Parts;
 use super::conv::ConvGeometry;
 use super::gemm::with_scratch;
 use super::simd;
-use super::wino_grad::{kernels_of, products, stride};
+use super::wino_grad::{kernels_of, products, stride, zero_border};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -77,14 +77,19 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
     let (v_len, w_len) = (XI * stride(span * ci), XI * stride(co * span));
     let ms = stride(co * ci);
     super::sum_over_images(g.n, co * ci * 9, parts, |images| {
-        let mut m = vec![0f32; XI * ms];
+        if images.is_empty() {
+            return vec![0f32; co * ci * 9];
+        }
+        let mut m = super::pool::take(XI * ms);
         with_scratch(batch * xt_len + v_len + w_len + V, |scratch| {
             // Every vector of V and W at a whole cache line.
             let skip = scratch.as_ptr().align_offset(64).min(V);
             let (xts, rest) = scratch[skip..].split_at_mut(batch * xt_len);
             let (v, w) = rest.split_at_mut(v_len);
-            // The padding is never written: zero once.
-            xts.fill(0.0);
+            for xt in xts.chunks_exact_mut(xt_len) {
+                zero_border(xt, (ci, g.h, g.w));
+            }
+            let mut fresh = true;
             let all: Vec<usize> = images.collect();
             for some in all.chunks(batch) {
                 for (xt, &i) in xts.chunks_exact_mut(xt_len).zip(some) {
@@ -104,13 +109,17 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
                             grad_transform(dyi, (co, th, tw), rows.clone(), at, w);
                         }
                     }
+                    let tiles = (some.len() * n, span);
                     // SAFETY: as above.
-                    unsafe { products(w, v, (co, ci), (some.len() * n, span), (XI, &mut m)) };
+                    unsafe { products(w, v, (co, ci), tiles, (XI, &mut m), fresh) };
+                    fresh = false;
                 }
             }
         });
         // SAFETY: as above (`gt` needs AVX-512F too).
-        unsafe { kernels_of(&m, co, ci, |x| gt(x)) }
+        let dw = unsafe { kernels_of(&m, co, ci, |x| gt(x)) };
+        super::pool::give(m);
+        dw
     })
 }
 
@@ -258,36 +267,46 @@ unsafe fn grad_transform(
     for (k, ty) in rows.clone().step_by(per).enumerate() {
         let b = (t0 + k * V) / V;
         for o in 0..co {
-            let row = |y: usize, x: usize| {
-                // SAFETY: rows 4ty.. 4(ty + per) of plane o lie in dy (asserted).
-                unsafe { _mm512_loadu_ps(plane.add((o * 4 * th + 4 * ty + y) * wd + x)) }
-            };
-            // g[i][j]: value (i, j) of every tile of the vector.
-            let g: [[__m512; 4]; 4] = std::array::from_fn(|i| {
-                if tw == 8 {
-                    let (p, q) = ((row(i, 0), row(i, V)), (row(4 + i, 0), row(4 + i, V)));
-                    std::array::from_fn(|j| {
-                        _mm512_mask_blend_ps(
-                            0xff00,
-                            _mm512_permutex2var_ps(p.0, pick[j], p.1),
-                            _mm512_permutex2var_ps(q.0, pick[j], q.1),
-                        )
-                    })
-                } else {
-                    let z: [__m512; 4] = std::array::from_fn(|t| row(4 * t + i, 0));
-                    std::array::from_fn(|j| {
-                        let lo = _mm512_permutex2var_ps(z[0], pick[j], z[1]);
-                        let hi = _mm512_permutex2var_ps(z[2], pick[j], z[3]);
-                        _mm512_shuffle_f32x4(lo, hi, 0x44)
-                    })
+            // SAFETY: rows 4ty.. 4(ty + per) of plane o lie in dy (asserted).
+            let base = unsafe { plane.add((o * 4 * th + 4 * ty) * wd) };
+            // g[i][j]: value (i, j) of every tile of the vector (plain loops: closures here
+            // were not inlined).
+            let mut g = [[_mm512_setzero_ps(); 4]; 4];
+            for (i, g) in g.iter_mut().enumerate() {
+                // SAFETY: as above.
+                unsafe {
+                    if tw == 8 {
+                        let (r0, r1) = (base.add(i * wd), base.add((4 + i) * wd));
+                        let p = (_mm512_loadu_ps(r0), _mm512_loadu_ps(r0.add(V)));
+                        let q = (_mm512_loadu_ps(r1), _mm512_loadu_ps(r1.add(V)));
+                        for (g, &pick) in g.iter_mut().zip(&pick) {
+                            *g = _mm512_mask_blend_ps(
+                                0xff00,
+                                _mm512_permutex2var_ps(p.0, pick, p.1),
+                                _mm512_permutex2var_ps(q.0, pick, q.1),
+                            );
+                        }
+                    } else {
+                        let mut z = [_mm512_setzero_ps(); 4];
+                        for (t, z) in z.iter_mut().enumerate() {
+                            *z = _mm512_loadu_ps(base.add((4 * t + i) * wd));
+                        }
+                        for (g, &pick) in g.iter_mut().zip(&pick) {
+                            let lo = _mm512_permutex2var_ps(z[0], pick, z[1]);
+                            let hi = _mm512_permutex2var_ps(z[2], pick, z[3]);
+                            *g = _mm512_shuffle_f32x4(lo, hi, 0x44);
+                        }
+                    }
                 }
-            });
+            }
             let out = w.as_mut_ptr().wrapping_add((b * co + o) * V);
             // A along the rows i (one column j at a time), then along the columns.
-            let cols: [[__m512; 6]; 4] =
-                std::array::from_fn(|j| a(std::array::from_fn(|i| g[i][j])));
+            let mut cols = [[_mm512_setzero_ps(); 6]; 4];
+            for (j, col) in cols.iter_mut().enumerate() {
+                *col = a([g[0][j], g[1][j], g[2][j], g[3][j]]);
+            }
             for r in 0..6 {
-                let vals = a(std::array::from_fn(|j| cols[j][r]));
+                let vals = a([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
                 for (c, &val) in vals.iter().enumerate() {
                     // SAFETY: inside w (asserted: block b within the span).
                     unsafe { _mm512_storeu_ps(out.add(at[6 * r + c]), val) };
