@@ -211,15 +211,21 @@ unsafe fn input_transform(
                 // (asserted); the stores are inside v (asserted).
                 unsafe {
                     let pixel = src.add(((4 * ty) * wp + 4 * tx) * ci + cv);
-                    // d B along each row r, then Bᵀ along the columns.
-                    let rows: [[__m512; 6]; 6] = std::array::from_fn(|r| {
-                        bt(std::array::from_fn(|s| {
-                            _mm512_loadu_ps(pixel.add((r * wp + s) * ci))
-                        }))
-                    });
+                    // d B along each row r, then Bᵀ along the columns (plain loops: closures
+                    // here were not inlined).
+                    let mut rows = [[_mm512_setzero_ps(); 6]; 6];
+                    for (r, row) in rows.iter_mut().enumerate() {
+                        let mut d = [_mm512_setzero_ps(); 6];
+                        for (s, d) in d.iter_mut().enumerate() {
+                            *d = _mm512_loadu_ps(pixel.add((r * wp + s) * ci));
+                        }
+                        *row = bt(d);
+                    }
                     let out = dst.add((t0 + k * tw + tx) * ci + cv);
                     for b in 0..6 {
-                        let col = bt(std::array::from_fn(|r| rows[r][b]));
+                        let col = bt([
+                            rows[0][b], rows[1][b], rows[2][b], rows[3][b], rows[4][b], rows[5][b],
+                        ]);
                         for (a, &val) in col.iter().enumerate() {
                             _mm512_storeu_ps(out.add(at[6 * a + b]), val);
                         }
