@@ -39,6 +39,8 @@ mod wino512;
 #[cfg(target_arch = "x86_64")]
 mod wino_grad;
 #[cfg(target_arch = "x86_64")]
+mod wino_grad256;
+#[cfg(target_arch = "x86_64")]
 mod wino_grad4;
 #[cfg(target_arch = "x86_64")]
 mod winograd;

@@ -385,6 +385,10 @@ pub(crate) fn backward_weight_in(
     parts: Parts,
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
+    if super::wino_grad256::available(g) {
+        return super::wino_grad256::weight_grad(x, dy, g, parts);
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::wino_grad4::available(g) {
         return super::wino_grad4::weight_grad(x, dy, g, parts);
     }
