@@ -32,10 +32,11 @@ pub(crate) fn supported(g: &ConvGeometry) -> bool {
     g.ksize == 3
         && g.pad == 1
         && g.stride == 1
-        && (g.w == 16 || g.w == 32)
-        && g.h >= 4
-        && g.h.is_multiple_of(4)
-        && ((g.h / 4) * (g.w / 4)).is_multiple_of(V)
+        && ((g.w == 16 || g.w == 32)
+            && g.h >= 4
+            && g.h.is_multiple_of(4)
+            && ((g.h / 4) * (g.w / 4)).is_multiple_of(V)
+            || g.w == 8 && g.h == 8)
         && g.ci > 0
         && g.ci.is_multiple_of(2 * V)
         && g.co > 0
@@ -88,10 +89,30 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
                     // check their bounds.
                     unsafe {
                         input_transform(xt, (ci, tw, wp), 0..th, at, v);
-                        grad_transform(&dy[i * out_len..][..out_len], (co, th, tw), at, w);
+                        if tw > 2 {
+                            grad_transform(&dy[i * out_len..][..out_len], (co, th, tw), at, w);
+                        }
                     }
                 }
-                let tiles = (some.len() * th * tw, span);
+                let mut tiles = some.len() * th * tw;
+                if tw == 2 {
+                    // 8 × 8: two images a vector of tiles, a missing second one's tiles zero.
+                    let planes: Vec<&[f32]> = some
+                        .iter()
+                        .map(|&i| &dy[i * out_len..][..out_len])
+                        .collect();
+                    // SAFETY: as above.
+                    unsafe { grad_transform_small(&planes, co, span, w) };
+                    let vs = stride(span * ci);
+                    for t in tiles..tiles.next_multiple_of(V) {
+                        let at = t / V * V + LANE[t % V];
+                        for xi in 0..XI {
+                            v[xi * vs + at * ci..][..ci].fill(0.0);
+                        }
+                    }
+                    tiles = tiles.next_multiple_of(V);
+                }
+                let tiles = (tiles, span);
                 // SAFETY: as above.
                 unsafe { products(w, v, (co, ci), tiles, &mut m, fresh) };
                 fresh = false;
@@ -178,15 +199,14 @@ unsafe fn input_transform(
 ) {
     assert!(xt.len() >= (4 * rows.end + 2) * wp * ci && wp >= 4 * tw + 2);
     let vs = stride(span * ci);
-    assert!(v.len() >= XI * vs && t0 + rows.len() * tw <= span && t0.is_multiple_of(V));
-    assert!((rows.len() * tw).is_multiple_of(V));
+    assert!(v.len() >= XI * vs && (t0 + rows.len() * tw).next_multiple_of(V) <= span);
     let (src, dst) = (xt.as_ptr(), v.as_mut_ptr());
     let at: [usize; XI] = std::array::from_fn(|xi| xi * vs);
     for cv in (0..ci).step_by(V) {
         for (k, ty) in rows.clone().enumerate() {
             for tx in 0..tw {
-                let t = k * tw + tx;
-                let t = t0 + t / V * V + LANE[t % V];
+                let t = t0 + k * tw + tx;
+                let t = t / V * V + LANE[t % V];
                 // SAFETY: pixels (4ty + r, 4tx + s) for r, s < 6 lie in the hp·wp pixels
                 // (asserted); the stores are inside v (asserted).
                 unsafe {
@@ -251,35 +271,79 @@ unsafe fn grad_transform(
                         ]
                     }
                 };
-                // q[p] = tiles 2p, 2p + 1 × columns 0..4: columns j for tiles 0, 2, 4, 6, 1, 3,
-                // 5, 7.
-                let (lo01, hi01) = (
-                    _mm256_unpacklo_ps(q[0], q[1]),
-                    _mm256_unpackhi_ps(q[0], q[1]),
-                );
-                let (lo23, hi23) = (
-                    _mm256_unpacklo_ps(q[2], q[3]),
-                    _mm256_unpackhi_ps(q[2], q[3]),
-                );
-                *g = [
-                    _mm256_shuffle_ps(lo01, lo23, 0x44),
-                    _mm256_shuffle_ps(lo01, lo23, 0xee),
-                    _mm256_shuffle_ps(hi01, hi23, 0x44),
-                    _mm256_shuffle_ps(hi01, hi23, 0xee),
-                ];
+                *g = columns(q);
             }
             let out = w.as_mut_ptr().wrapping_add((b * co + o) * V);
-            let mut cols = [[_mm256_setzero_ps(); 6]; 4];
-            for (j, col) in cols.iter_mut().enumerate() {
-                *col = a([g[0][j], g[1][j], g[2][j], g[3][j]]);
+            // SAFETY: inside w (asserted: block b within the span).
+            unsafe { store_transformed(g, out, &at) };
+        }
+    }
+}
+
+/// Columns 0..4 of 8 tiles (lanes in the order of [`LANE`]) from q[p] = tiles 2p, 2p + 1 ×
+/// columns 0..4: a 4 × 4 transpose of pairs.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn columns(q: [__m256; 4]) -> [__m256; 4] {
+    let (lo01, hi01) = (
+        _mm256_unpacklo_ps(q[0], q[1]),
+        _mm256_unpackhi_ps(q[0], q[1]),
+    );
+    let (lo23, hi23) = (
+        _mm256_unpacklo_ps(q[2], q[3]),
+        _mm256_unpackhi_ps(q[2], q[3]),
+    );
+    [
+        _mm256_shuffle_ps(lo01, lo23, 0x44),
+        _mm256_shuffle_ps(lo01, lo23, 0xee),
+        _mm256_shuffle_ps(hi01, hi23, 0x44),
+        _mm256_shuffle_ps(hi01, hi23, 0xee),
+    ]
+}
+
+/// [`grad_transform`] of images of 8 × 8 (4 tiles each, a row of 8 floats holding the same row
+/// of two tiles): the tiles of `planes` (O × 8 × 8 each, at most span / 4 of them), two images a
+/// vector, the lanes of a missing second one zero.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grad_transform_small(planes: &[&[f32]], co: usize, span: usize, w: &mut [f32]) {
+    let ws = stride(co * span);
+    assert!(w.len() >= XI * ws && planes.len() * 4 <= span && span.is_multiple_of(V));
+    assert!(planes.iter().all(|p| p.len() >= co * 64));
+    let at: [usize; XI] = std::array::from_fn(|xi| xi * ws);
+    for (b, two) in planes.chunks(2).enumerate() {
+        for o in 0..co {
+            let mut g = [[_mm256_setzero_ps(); 4]; 4];
+            for (i, g) in g.iter_mut().enumerate() {
+                // Rows i and 4 + i of each image: tiles 0, 1 and 2, 3.
+                let row = |k: usize, y: usize| match two.get(k) {
+                    // SAFETY: row y of plane o lies in the image (asserted).
+                    Some(p) => unsafe { _mm256_loadu_ps(p.as_ptr().add(o * 64 + 8 * y)) },
+                    None => _mm256_setzero_ps(),
+                };
+                *g = columns([row(0, i), row(0, 4 + i), row(1, i), row(1, 4 + i)]);
             }
-            for r in 0..6 {
-                let vals = a([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
-                for (c, &val) in vals.iter().enumerate() {
-                    // SAFETY: inside w (asserted: block b within the span).
-                    unsafe { _mm256_storeu_ps(out.add(at[6 * r + c]), val) };
-                }
-            }
+            let out = w.as_mut_ptr().wrapping_add((b * co + o) * V);
+            // SAFETY: inside w (asserted: block b < span / 8).
+            unsafe { store_transformed(g, out, &at) };
+        }
+    }
+}
+
+/// `A g Aᵀ` of the 4 × 4 values g[i][j] of 8 tiles, stored at out + at[ξ].
+///
+/// # Safety
+/// AVX2 and FMA present; 8 floats at each out + at[ξ] writable.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_transformed(g: [[__m256; 4]; 4], out: *mut f32, at: &[usize; XI]) {
+    let mut cols = [[_mm256_setzero_ps(); 6]; 4];
+    for (j, col) in cols.iter_mut().enumerate() {
+        *col = a([g[0][j], g[1][j], g[2][j], g[3][j]]);
+    }
+    for r in 0..6 {
+        let vals = a([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
+        for (c, &val) in vals.iter().enumerate() {
+            // SAFETY: the caller's.
+            unsafe { _mm256_storeu_ps(out.add(at[6 * r + c]), val) };
         }
     }
 }
@@ -416,6 +480,9 @@ mod tests {
             (2, 16, 16, 16, 24),
             (5, 48, 16, 32, 10),
             (6, 16, 8, 16, 2),
+            // 8 × 8: two images a vector, the last one alone (Split: parts of one image).
+            (8, 64, 8, 8, 64),
+            (5, 16, 8, 8, 16),
         ];
         let avx2 = crate::kernels::has_avx2();
         for (n, ci, h, w, co) in shapes {
