@@ -116,3 +116,30 @@ where
     }
     ran
 }
+
+/// A stride-1 3 × 3 weight-gradient kernel against plain loops on `shapes` (n, ci, h, w, co),
+/// which `supported` must take exactly when `cpu` holds: summed in the fixed parts of the batch
+/// and in one, within 2e-3 of the f64 sums (each a sum of up to n·h·w products of values in
+/// [-1, 1)).
+pub(super) fn check_weight_grad(
+    shapes: &[(usize, usize, usize, usize, usize)],
+    (supported, cpu): (fn(&ConvGeometry) -> bool, bool),
+    weight_grad: fn(&[f32], &[f32], &ConvGeometry, super::Parts) -> Vec<f32>,
+) {
+    for &(n, ci, h, w, co) in shapes {
+        let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], 1, 1).unwrap();
+        assert_eq!(supported(&g), cpu, "{g:?}");
+        if !cpu {
+            continue;
+        }
+        let (x, dy) = (data(n * ci * h * w, 1), data(n * co * h * w, 3));
+        let wt = data(co * ci * 9, 2);
+        let Plain { dw, .. } = Plain::new(&g, &x, &wt, &dy);
+        for parts in [super::Parts::Split, super::Parts::One] {
+            let got = weight_grad(&x, &dy, &g, parts);
+            let err = got.iter().zip(&dw).map(|(a, b)| (*a as f64 - b).abs());
+            let err = err.fold(0.0, f64::max);
+            assert!(err < 2e-3, "{g:?} {parts:?}: largest error {err}");
+        }
+    }
+}

@@ -260,7 +260,7 @@ impl Wino4 {
 /// `Bᵀ e` of six consecutive padded pixels (or rows), one tile a lane.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn bt([e0, e1, e2, e3, e4, e5]: [__m512; 6]) -> [__m512; 6] {
+pub(super) fn bt([e0, e1, e2, e3, e4, e5]: [__m512; 6]) -> [__m512; 6] {
     let (four, five, two) = (
         _mm512_set1_ps(4.0),
         _mm512_set1_ps(5.0),

@@ -17,8 +17,12 @@
 //!
 //! Shapes: height and width even, tiles per row 4, 8 or a multiple of 16 and tiles per image a
 //! multiple of 16 (CIFAR's 32 × 32, 16 × 16 and 8 × 8 all are), input channels a multiple of 16,
-//! output channels of 8. Results differ from the direct kernels' in the last bits (another order
-//! and the transforms' roundings); like theirs, they are the same on every run and thread count.
+//! output channels of 8. [`super::wino_grad4`]'s F(3 × 3, 4 × 4) takes the 16- and 32-wide
+//! images before this kernel (it is faster there); this one serves 8 × 8 images (4 tiles of
+//! F(4): there the larger sums of 36 positions, loaded and stored per part of the batch, cost
+//! what the fewer products save: 15.5-16.1 µs an image against 15.7-16.0) and the other widths.
+//! Results differ from the direct kernels' in the last bits (another order and the transforms'
+//! roundings); like theirs, they are the same on every run and thread count.
 
 use super::Parts;
 use super::conv::ConvGeometry;
@@ -41,7 +45,8 @@ const GROUP: usize = 4;
 /// outputs, 16 tiles, in groups of 4; larger ones in pieces of whole tile rows), all rows in
 /// one pass. Measured on one thread, µs an image: 16 → 16 at 32 × 32 23.0 with (16, 1), 20.8
 /// with (32, 1), 22.3 with (64, 1), 24.6 with (64, 4); 32 → 32 at 16 × 16 17.1 with (64, 1),
-/// 16.6 with (64, 4); 64 → 64 at 8 × 8 16.0 and 15.2.
+/// 16.6 with (64, 4); 64 → 64 at 8 × 8 16.0 and 15.2 (the 16- and 32-wide layers now take
+/// [`super::wino_grad4`]; with it a row a pass did not pay: 16 → 16 at 32 × 32 18 against 15.7).
 fn chunk(ci: usize, co: usize) -> (usize, usize) {
     if ci + co <= 2 * V {
         (2 * V, 1)
@@ -489,7 +494,7 @@ pub(super) unsafe fn kernels_of<const N: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Plain, data};
+    use super::super::testing::check_weight_grad;
     use super::*;
 
     #[test]
@@ -508,22 +513,11 @@ mod tests {
             (9, 16, 8, 8, 8),
             (1, 16, 4, 128, 8),
         ];
-        let avx512 = crate::kernels::has_avx512();
-        for (n, ci, h, w, co) in shapes {
-            let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], 1, 1).unwrap();
-            assert_eq!(supported(&g), avx512, "{g:?}");
-            if !avx512 {
-                continue;
-            }
-            let (x, dy) = (data(n * ci * h * w, 1), data(n * co * h * w, 3));
-            let wt = data(co * ci * 9, 2);
-            let Plain { dw, .. } = Plain::new(&g, &x, &wt, &dy);
-            for parts in [Parts::Split, Parts::One] {
-                for (a, b) in weight_grad(&x, &dy, &g, parts).iter().zip(&dw) {
-                    assert!((*a as f64 - b).abs() < 2e-3, "{g:?}: {a} vs {b}");
-                }
-            }
-        }
+        check_weight_grad(
+            &shapes,
+            (supported, crate::kernels::has_avx512()),
+            weight_grad,
+        );
     }
 
     #[test]

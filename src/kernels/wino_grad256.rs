@@ -469,7 +469,7 @@ unsafe fn output_transform(m: &[f32], co: usize, ci: usize) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Plain, data};
+    use super::super::testing::check_weight_grad;
     use super::*;
 
     #[test]
@@ -484,22 +484,10 @@ mod tests {
             (8, 64, 8, 8, 64),
             (5, 16, 8, 8, 16),
         ];
-        let avx2 = crate::kernels::has_avx2();
-        for (n, ci, h, w, co) in shapes {
-            let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], 1, 1).unwrap();
-            assert_eq!(supported(&g), avx2, "{g:?}");
-            if !avx2 {
-                continue;
-            }
-            let (x, dy) = (data(n * ci * h * w, 1), data(n * co * h * w, 3));
-            let wt = data(co * ci * 9, 2);
-            let Plain { dw, .. } = Plain::new(&g, &x, &wt, &dy);
-            for parts in [Parts::Split, Parts::One] {
-                let got = weight_grad(&x, &dy, &g, parts);
-                let err = got.iter().zip(&dw).map(|(a, b)| (*a as f64 - b).abs());
-                let err = err.fold(0.0, f64::max);
-                assert!(err < 2e-3, "{g:?}: largest error {err}");
-            }
-        }
+        check_weight_grad(
+            &shapes,
+            (supported, crate::kernels::has_avx2()),
+            weight_grad,
+        );
     }
 }

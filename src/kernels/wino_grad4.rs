@@ -21,6 +21,7 @@ use super::conv::ConvGeometry;
 use super::gemm::with_scratch;
 use super::simd;
 use super::wino_grad::{kernels_of, products, stride, zero_border};
+use super::wino4::bt;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -121,29 +122,6 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
         super::pool::give(m);
         dw
     })
-}
-
-/// `Bᵀ e` of six values (F(4 × 4, 3 × 3)'s input transform, as [`super::wino4`]'s).
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn bt([e0, e1, e2, e3, e4, e5]: [__m512; 6]) -> [__m512; 6] {
-    let (four, five, two) = (
-        _mm512_set1_ps(4.0),
-        _mm512_set1_ps(5.0),
-        _mm512_set1_ps(2.0),
-    );
-    let t1 = _mm512_fnmadd_ps(four, e2, e4);
-    let t2 = _mm512_fnmadd_ps(four, e1, e3);
-    let t3 = _mm512_sub_ps(e4, e2);
-    let d = _mm512_sub_ps(e3, e1);
-    [
-        _mm512_fnmadd_ps(five, e2, _mm512_fmadd_ps(four, e0, e4)),
-        _mm512_add_ps(t1, t2),
-        _mm512_sub_ps(t1, t2),
-        _mm512_fmadd_ps(two, d, t3),
-        _mm512_fnmadd_ps(two, d, t3),
-        _mm512_fnmadd_ps(five, e3, _mm512_fmadd_ps(four, e1, e5)),
-    ]
 }
 
 /// `A g` of four output-gradient values (A = (Aᵀ)ᵀ, 6 × 4): g0, g0 + g1 + g2 + g3,
@@ -324,7 +302,7 @@ unsafe fn grad_transform(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Plain, data};
+    use super::super::testing::check_weight_grad;
     use super::*;
 
     #[test]
@@ -336,22 +314,10 @@ mod tests {
             (1, 48, 16, 32, 40),
             (5, 64, 16, 16, 8),
         ];
-        let avx512 = crate::kernels::has_avx512();
-        for (n, ci, h, w, co) in shapes {
-            let g = ConvGeometry::new(&[n, ci, h, w], &[co, ci, 3, 3], 1, 1).unwrap();
-            assert_eq!(supported(&g), avx512, "{g:?}");
-            if !avx512 {
-                continue;
-            }
-            let (x, dy) = (data(n * ci * h * w, 1), data(n * co * h * w, 3));
-            let wt = data(co * ci * 9, 2);
-            let Plain { dw, .. } = Plain::new(&g, &x, &wt, &dy);
-            for parts in [Parts::Split, Parts::One] {
-                let got = weight_grad(&x, &dy, &g, parts);
-                let err = got.iter().zip(&dw).map(|(a, b)| (*a as f64 - b).abs());
-                let err = err.fold(0.0, f64::max);
-                assert!(err < 2e-3, "{g:?}: largest error {err}");
-            }
-        }
+        check_weight_grad(
+            &shapes,
+            (supported, crate::kernels::has_avx512()),
+            weight_grad,
+        );
     }
 }
