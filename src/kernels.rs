@@ -271,7 +271,6 @@ pub(crate) fn add_in_order(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     let mut total = parts.next().unwrap_or_else(|| vec![0f32; len]);
     for part in parts {
         total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
-        pool::give(part);
     }
     total
 }
