@@ -32,20 +32,15 @@ const XI: usize = 36;
 /// The tiles the products run over between loads and stores of their sums.
 const CHUNK: usize = 4 * V;
 
-/// Whether the CPU and `g` suit this kernel (see the module documentation).
+/// Whether the CPU and `g` suit this kernel (see the module documentation): the shapes of the
+/// forward F(4 × 4, 3 × 3), whose tiles these are, with whole vectors of input channels and
+/// output channels in eights.
 pub(crate) fn supported(g: &ConvGeometry) -> bool {
-    g.ksize == 3
-        && g.pad == 1
-        && g.stride == 1
-        && (g.w == 16 || g.w == 32)
-        && g.h >= 4
-        && g.h.is_multiple_of(4)
-        && ((g.h / 4) * (g.w / 4)).is_multiple_of(V)
+    super::wino4::supported(g)
         && g.ci > 0
         && g.ci.is_multiple_of(V)
         && g.co > 0
         && g.co.is_multiple_of(8)
-        && crate::kernels::has_avx512()
 }
 
 /// Whether to use it for `g`: [`supported`], with the AVX-512 family's Winograd kernels chosen.
