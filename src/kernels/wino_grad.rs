@@ -67,6 +67,53 @@ pub(super) fn zero_border(xt: &mut [f32], (ci, h, w): (usize, usize, usize)) {
     }
 }
 
+/// What the Winograd weight gradients (this one, [`super::wino_grad4`] and
+/// [`super::wino_grad256`]) share around their transforms and products: per part of the batch,
+/// `xis` transformed sums (each `stride(co·ci)` floats, from the pool), a scratch of `batch`
+/// zero-padded pixel-major images (the padding zeroed once) and `v_len` + `w_len` floats for the
+/// transformed input and output gradient (at a whole cache line); the part's images in groups of
+/// `batch`, each group's inputs laid out in the padded images before `group(images, padded
+/// images, (v, w), sums, first)` (`first`: the sums are not written yet); then `finish(sums)`,
+/// the part's dW.
+pub(super) fn per_part(
+    x: &[f32],
+    g: &ConvGeometry,
+    parts: Parts,
+    (batch, xis, v_len, w_len): (usize, usize, usize, usize),
+    group: impl Fn(&[usize], &[f32], (&mut [f32], &mut [f32]), &mut [f32], bool) + Sync,
+    finish: impl Fn(&[f32]) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    let (ci, co, wp) = (g.ci, g.co, g.w + 2);
+    let in_len = ci * g.h * g.w;
+    let xt_len = (g.h + 2) * wp * ci;
+    assert!(x.len() >= g.n * in_len);
+    super::sum_over_images(g.n, co * ci * 9, parts, |images| {
+        if images.is_empty() {
+            return vec![0f32; co * ci * 9];
+        }
+        let mut m = super::pool::take(xis * stride(co * ci));
+        with_scratch(batch * xt_len + v_len + w_len + V, |scratch| {
+            // Every vector of V and W at a whole cache line.
+            let skip = scratch.as_ptr().align_offset(64).min(V);
+            let (xts, rest) = scratch[skip..].split_at_mut(batch * xt_len);
+            let (v, w) = rest.split_at_mut(v_len);
+            for xt in xts.chunks_exact_mut(xt_len) {
+                zero_border(xt, (ci, g.h, g.w));
+            }
+            let all: Vec<usize> = images.collect();
+            for (k, some) in all.chunks(batch).enumerate() {
+                for (xt, &i) in xts.chunks_exact_mut(xt_len).zip(some) {
+                    simd::nhwc_padded(&x[i * in_len..][..in_len], (ci, g.h, g.w), 1, wp, xt);
+                }
+                group(some, xts, (&mut *v, &mut *w), &mut m, k == 0);
+            }
+        });
+        let dw = finish(&m);
+        super::pool::give(m);
+        dw
+    })
+}
+
 /// The floats of one ξ's part of a transformed buffer of `len` floats per ξ: a cache line more,
 /// so that the 16 parts (16 KB apart at CIFAR's sizes, else) never share the cache sets
 /// the transforms write them through.
@@ -92,10 +139,8 @@ pub(crate) fn supported(g: &ConvGeometry) -> bool {
         && crate::kernels::has_avx512()
 }
 
-/// Whether to use it for `g`: [`supported`], with the AVX-512 family's Winograd kernels chosen,
-/// and 64 or more input and output channels together: with 16 and 16 the transforms cost more
-/// than the smaller products save (one thread, 32 × 32: 24.5 µs an image against the direct
-/// kernel's 24.8; 32 and 32 at 16 × 16: 18.8 against 24.8, 64 and 64 at 8 × 8: 18.8 against 28.6).
+/// Whether to use it for `g`: [`supported`], with the AVX-512 family's Winograd kernels chosen
+/// (after [`super::wino_grad4`], which takes the 16- and 32-wide images).
 pub(crate) fn available(g: &ConvGeometry) -> bool {
     supported(g) && super::winograd_enabled() && super::conv_family() == super::ConvFamily::Avx512
 }
@@ -133,63 +178,41 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
     };
     let span = chunk.max(piece * tw);
     let xt_len = (g.h + 2) * wp * ci;
-    let (v_len, w_len) = (
-        pass * GROUP * stride(span * ci),
-        pass * GROUP * stride(co * span),
-    );
-    let ms = stride(co * ci);
-    super::sum_over_images(g.n, co * ci * 9, parts, |images| {
-        if images.is_empty() {
-            return vec![0f32; co * ci * 9];
-        }
-        let mut m = super::pool::take(XI * ms);
-        with_scratch(batch * xt_len + v_len + w_len + V, |scratch| {
-            // Every vector of V and W at a whole cache line.
-            let skip = scratch.as_ptr().align_offset(64).min(V);
-            let (xts, rest) = scratch[skip..].split_at_mut(batch * xt_len);
-            let (v, w) = rest.split_at_mut(v_len);
-            for xt in xts.chunks_exact_mut(xt_len) {
-                zero_border(xt, (ci, g.h, g.w));
-            }
-            let mut fresh = true;
-            let all: Vec<usize> = images.collect();
-            for some in all.chunks(batch) {
-                for (xt, &i) in xts.chunks_exact_mut(xt_len).zip(some) {
-                    simd::nhwc_padded(&x[i * in_len..][..in_len], (ci, g.h, g.w), 1, wp, xt);
-                }
-                for ty in (0..th).step_by(piece) {
-                    let rows = ty..(ty + piece).min(th);
-                    let n = rows.len() * tw;
-                    for a0 in (0..XI / GROUP).step_by(pass) {
-                        for a in a0..a0 + pass {
-                            let (vs, ws) = (stride(span * ci), stride(co * span));
-                            let v = &mut v[(a - a0) * GROUP * vs..];
-                            let w = &mut w[(a - a0) * GROUP * ws..];
-                            for (k, &i) in some.iter().enumerate() {
-                                let xt = &xts[k * xt_len..][..xt_len];
-                                let dyi = &dy[i * out_len..][..out_len];
-                                let (rows, at) = ((rows.clone(), a), (k * n, span));
-                                // SAFETY: AVX-512F present (`supported`, asserted); the
-                                // functions check their bounds.
-                                unsafe {
-                                    input_transform(xt, (ci, tw, wp), rows.clone(), at, v);
-                                    grad_transform(dyi, (co, th, tw), rows, at, w);
-                                }
+    let (vs, ws, ms) = (stride(span * ci), stride(co * span), stride(co * ci));
+    let lens = (batch, XI, pass * GROUP * vs, pass * GROUP * ws);
+    let group =
+        |some: &[usize], xts: &[f32], (v, w): (&mut [f32], &mut [f32]), m: &mut [f32], first| {
+            let mut fresh = first;
+            for ty in (0..th).step_by(piece) {
+                let rows = ty..(ty + piece).min(th);
+                let n = rows.len() * tw;
+                for a0 in (0..XI / GROUP).step_by(pass) {
+                    for a in a0..a0 + pass {
+                        let v = &mut v[(a - a0) * GROUP * vs..];
+                        let w = &mut w[(a - a0) * GROUP * ws..];
+                        for (k, &i) in some.iter().enumerate() {
+                            let xt = &xts[k * xt_len..][..xt_len];
+                            let dyi = &dy[i * out_len..][..out_len];
+                            let (rows, at) = ((rows.clone(), a), (k * n, span));
+                            // SAFETY: AVX-512F present (`supported`, asserted); the functions
+                            // check their bounds.
+                            unsafe {
+                                input_transform(xt, (ci, tw, wp), rows.clone(), at, v);
+                                grad_transform(dyi, (co, th, tw), rows, at, w);
                             }
                         }
-                        let (m, xis) = (&mut m[a0 * GROUP * ms..], pass * GROUP);
-                        let tiles = (some.len() * n, span);
-                        // SAFETY: as above.
-                        unsafe { products(w, v, (co, ci), tiles, (xis, m), fresh) };
                     }
-                    fresh = false;
+                    let (m, xis) = (&mut m[a0 * GROUP * ms..], pass * GROUP);
+                    let tiles = (some.len() * n, span);
+                    // SAFETY: as above.
+                    unsafe { products(w, v, (co, ci), tiles, (xis, m), fresh) };
                 }
+                fresh = false;
             }
-        });
-        // SAFETY: as above.
-        let dw = unsafe { output_transform(&m, co, ci) };
-        super::pool::give(m);
-        dw
+        };
+    // SAFETY: as above.
+    per_part(x, g, parts, lens, group, |m| unsafe {
+        output_transform(m, co, ci)
     })
 }
 

@@ -12,9 +12,7 @@
 
 use super::Parts;
 use super::conv::ConvGeometry;
-use super::gemm::with_scratch;
-use super::simd;
-use super::wino_grad::{stride, zero_border};
+use super::wino_grad::{per_part, stride};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -64,64 +62,45 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
     let batch = (CHUNK / (th * tw)).max(1);
     let span = CHUNK.max(th * tw);
     let xt_len = (g.h + 2) * wp * ci;
-    let (v_len, w_len) = (XI * stride(span * ci), XI * stride(co * span));
-    let ms = stride(co * ci);
-    super::sum_over_images(g.n, co * ci * 9, parts, |images| {
-        if images.is_empty() {
-            return vec![0f32; co * ci * 9];
-        }
-        let mut m = super::pool::take(XI * ms);
-        with_scratch(batch * xt_len + v_len + w_len + 16, |scratch| {
-            let skip = scratch.as_ptr().align_offset(64).min(16);
-            let (xts, rest) = scratch[skip..].split_at_mut(batch * xt_len);
-            let (v, w) = rest.split_at_mut(v_len);
-            for xt in xts.chunks_exact_mut(xt_len) {
-                zero_border(xt, (ci, g.h, g.w));
+    let lens = (batch, XI, XI * stride(span * ci), XI * stride(co * span));
+    let group =
+        |some: &[usize], xts: &[f32], (v, w): (&mut [f32], &mut [f32]), m: &mut [f32], first| {
+            for (k, &i) in some.iter().enumerate() {
+                let xt = &xts[k * xt_len..][..xt_len];
+                let at = (k * th * tw, span);
+                // SAFETY: AVX2 and FMA present (`supported`, asserted); the functions check their
+                // bounds.
+                unsafe {
+                    input_transform(xt, (ci, tw, wp), 0..th, at, v);
+                    if tw > 2 {
+                        grad_transform(&dy[i * out_len..][..out_len], (co, th, tw), at, w);
+                    }
+                }
             }
-            let mut fresh = true;
-            let all: Vec<usize> = images.collect();
-            for some in all.chunks(batch) {
-                for (k, &i) in some.iter().enumerate() {
-                    let xt = &mut xts[k * xt_len..][..xt_len];
-                    simd::nhwc_padded(&x[i * in_len..][..in_len], (ci, g.h, g.w), 1, wp, xt);
-                    let at = (k * th * tw, span);
-                    // SAFETY: AVX2 and FMA present (`supported`, asserted); the functions
-                    // check their bounds.
-                    unsafe {
-                        input_transform(xt, (ci, tw, wp), 0..th, at, v);
-                        if tw > 2 {
-                            grad_transform(&dy[i * out_len..][..out_len], (co, th, tw), at, w);
-                        }
-                    }
-                }
-                let mut tiles = some.len() * th * tw;
-                if tw == 2 {
-                    // 8 × 8: two images a vector of tiles, a missing second one's tiles zero.
-                    let planes: Vec<&[f32]> = some
-                        .iter()
-                        .map(|&i| &dy[i * out_len..][..out_len])
-                        .collect();
-                    // SAFETY: as above.
-                    unsafe { grad_transform_small(&planes, co, span, w) };
-                    let vs = stride(span * ci);
-                    for t in tiles..tiles.next_multiple_of(V) {
-                        let at = t / V * V + LANE[t % V];
-                        for xi in 0..XI {
-                            v[xi * vs + at * ci..][..ci].fill(0.0);
-                        }
-                    }
-                    tiles = tiles.next_multiple_of(V);
-                }
-                let tiles = (tiles, span);
+            let mut tiles = some.len() * th * tw;
+            if tw == 2 {
+                // 8 × 8: two images a vector of tiles, a missing second one's tiles zero.
+                let planes: Vec<&[f32]> = some
+                    .iter()
+                    .map(|&i| &dy[i * out_len..][..out_len])
+                    .collect();
                 // SAFETY: as above.
-                unsafe { products(w, v, (co, ci), tiles, &mut m, fresh) };
-                fresh = false;
+                unsafe { grad_transform_small(&planes, co, span, w) };
+                let vs = stride(span * ci);
+                for t in tiles..tiles.next_multiple_of(V) {
+                    let at = t / V * V + LANE[t % V];
+                    for xi in 0..XI {
+                        v[xi * vs + at * ci..][..ci].fill(0.0);
+                    }
+                }
+                tiles = tiles.next_multiple_of(V);
             }
-        });
-        // SAFETY: as above.
-        let dw = unsafe { output_transform(&m, co, ci) };
-        super::pool::give(m);
-        dw
+            // SAFETY: as above.
+            unsafe { products(w, v, (co, ci), (tiles, span), m, first) };
+        };
+    // SAFETY: as above.
+    per_part(x, g, parts, lens, group, |m| unsafe {
+        output_transform(m, co, ci)
     })
 }
 

@@ -18,9 +18,7 @@
 
 use super::Parts;
 use super::conv::ConvGeometry;
-use super::gemm::with_scratch;
-use super::simd;
-use super::wino_grad::{kernels_of, products, stride, zero_border};
+use super::wino_grad::{kernels_of, per_part, products, stride};
 use super::wino4::bt;
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -70,52 +68,33 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
     };
     let span = CHUNK.max(piece * tw);
     let xt_len = (g.h + 2) * wp * ci;
-    let (v_len, w_len) = (XI * stride(span * ci), XI * stride(co * span));
-    let ms = stride(co * ci);
-    super::sum_over_images(g.n, co * ci * 9, parts, |images| {
-        if images.is_empty() {
-            return vec![0f32; co * ci * 9];
-        }
-        let mut m = super::pool::take(XI * ms);
-        with_scratch(batch * xt_len + v_len + w_len + V, |scratch| {
-            // Every vector of V and W at a whole cache line.
-            let skip = scratch.as_ptr().align_offset(64).min(V);
-            let (xts, rest) = scratch[skip..].split_at_mut(batch * xt_len);
-            let (v, w) = rest.split_at_mut(v_len);
-            for xt in xts.chunks_exact_mut(xt_len) {
-                zero_border(xt, (ci, g.h, g.w));
-            }
-            let mut fresh = true;
-            let all: Vec<usize> = images.collect();
-            for some in all.chunks(batch) {
-                for (xt, &i) in xts.chunks_exact_mut(xt_len).zip(some) {
-                    simd::nhwc_padded(&x[i * in_len..][..in_len], (ci, g.h, g.w), 1, wp, xt);
-                }
-                for ty in (0..th).step_by(piece) {
-                    let rows = ty..(ty + piece).min(th);
-                    let n = rows.len() * tw;
-                    for (k, &i) in some.iter().enumerate() {
-                        let xt = &xts[k * xt_len..][..xt_len];
-                        let dyi = &dy[i * out_len..][..out_len];
-                        let at = (k * n, span);
-                        // SAFETY: AVX-512F present (`supported`, asserted); the functions check
-                        // their bounds.
-                        unsafe {
-                            input_transform(xt, (ci, tw, wp), rows.clone(), at, v);
-                            grad_transform(dyi, (co, th, tw), rows.clone(), at, w);
-                        }
+    let lens = (batch, XI, XI * stride(span * ci), XI * stride(co * span));
+    let group =
+        |some: &[usize], xts: &[f32], (v, w): (&mut [f32], &mut [f32]), m: &mut [f32], first| {
+            let mut fresh = first;
+            for ty in (0..th).step_by(piece) {
+                let rows = ty..(ty + piece).min(th);
+                let n = rows.len() * tw;
+                for (k, &i) in some.iter().enumerate() {
+                    let xt = &xts[k * xt_len..][..xt_len];
+                    let dyi = &dy[i * out_len..][..out_len];
+                    let at = (k * n, span);
+                    // SAFETY: AVX-512F present (`supported`, asserted); the functions check their
+                    // bounds.
+                    unsafe {
+                        input_transform(xt, (ci, tw, wp), rows.clone(), at, v);
+                        grad_transform(dyi, (co, th, tw), rows.clone(), at, w);
                     }
-                    let tiles = (some.len() * n, span);
-                    // SAFETY: as above.
-                    unsafe { products(w, v, (co, ci), tiles, (XI, &mut m), fresh) };
-                    fresh = false;
                 }
+                let tiles = (some.len() * n, span);
+                // SAFETY: as above.
+                unsafe { products(w, v, (co, ci), tiles, (XI, m), fresh) };
+                fresh = false;
             }
-        });
-        // SAFETY: as above (`gt` needs AVX-512F too).
-        let dw = unsafe { kernels_of(&m, co, ci, |x| gt(x)) };
-        super::pool::give(m);
-        dw
+        };
+    // SAFETY: as above (`gt` needs AVX-512F too).
+    per_part(x, g, parts, lens, group, |m| unsafe {
+        kernels_of(m, co, ci, |x| gt(x))
     })
 }
 
