@@ -1,6 +1,8 @@
 //! Batch normalisation in training mode (Ioffe & Szegedy, 2015) over the batch and spatial
 //! dimensions of an (N, C, ...) tensor, optionally fused with the ReLU that follows it in every
-//! residual block. The backward pass recomputes x̂ from the saved batch mean and 1/σ.
+//! residual block. The backward pass recomputes x̂ from the saved batch mean and 1/σ, and where
+//! the ReLU let the gradient through from the input and the saved scale and shift (so the output
+//! is not read again).
 
 use super::{cpu_f32, cpu_tensor, nc_plane, pool, simd, with_f32};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
@@ -12,6 +14,20 @@ pub(crate) struct Saved {
     pub mean: Vec<f32>,
     pub var: Vec<f32>,
     invstd: Vec<f32>,
+    /// The normalisation as applied: y = x·scale + shift per channel (then the ReLU, if any).
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl Saved {
+    /// What passes the ReLU (when `relu`) after channel `ch`: where the output was positive,
+    /// found from the input as the forward pass computed the output.
+    fn gate(&self, ch: usize, relu: bool) -> simd::Gate {
+        match relu {
+            true => simd::Gate::Affine(self.scale[ch], self.shift[ch]),
+            false => simd::Gate::Open,
+        }
+    }
 }
 
 struct BatchNormTrain {
@@ -156,8 +172,14 @@ impl Affine {
             .collect();
         let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
-        let affine = Affine { scale, shift, hw };
-        (affine, Saved { mean, var, invstd })
+        let saved = Saved {
+            mean,
+            var,
+            invstd,
+            scale: scale.clone(),
+            shift: shift.clone(),
+        };
+        (Affine { scale, shift, hw }, saved)
     }
 
     /// Floats per image (channels × plane).
@@ -212,7 +234,7 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(saved) = self.saved.get() else {
@@ -222,11 +244,9 @@ impl CustomOp3 for BatchNormTrain {
         let relu = self.relu;
         let what = "batch_norm_train backward";
         let (dx, dgamma, dbeta) = with_f32(grad, what, |dy| {
-            with_f32(res, what, |y| {
-                with_f32(x, what, |xs| {
-                    with_f32(gamma, what, |gm| {
-                        Ok(backward(xs, y, dy, gm, saved, relu, (n, c, hw)))
-                    })
+            with_f32(x, what, |xs| {
+                with_f32(gamma, what, |gm| {
+                    Ok(backward(xs, dy, gm, saved, relu, (n, c, hw)))
                 })
             })
         })?;
@@ -238,17 +258,18 @@ impl CustomOp3 for BatchNormTrain {
     }
 }
 
-/// Σ g and Σ g·(x − mean) over one channel plane, g = dy masked by y > 0 when `relu`.
-pub(crate) fn grad_sums(dy: &[f32], y: &[f32], x: &[f32], mean: f32, relu: bool) -> [f64; 2] {
-    let (a, b) = simd::masked_sums(dy, y, x, mean, relu);
+/// Σ g and Σ g·(x − mean) over the plane of channel `ch`, g = dy where the ReLU (when `relu`)
+/// let it through.
+pub(crate) fn grad_sums(dy: &[f32], x: &[f32], s: &Saved, ch: usize, relu: bool) -> [f64; 2] {
+    let (a, b) = simd::masked_sums(dy, x, s.mean[ch], s.gate(ch, relu));
     [a as f64, b as f64]
 }
 
-/// [`grad_sums`] of every channel plane of image `i` (its output gradient `dy_i`).
+/// [`grad_sums`] of every channel plane of image `i` (its output gradient `dy_i`) of the batch
+/// norm's input `x`.
 pub(crate) fn image_grad_sums(
     i: usize,
     dy_i: &[f32],
-    y: &[f32],
     x: &[f32],
     s: &Saved,
     relu: bool,
@@ -257,22 +278,14 @@ pub(crate) fn image_grad_sums(
     let at = i * dy_i.len();
     let planes = dy_i.chunks_exact(hw.max(1)).enumerate();
     planes
-        .map(|(ch, d)| {
-            grad_sums(
-                d,
-                &y[at + ch * hw..][..hw],
-                &x[at + ch * hw..][..hw],
-                s.mean[ch],
-                relu,
-            )
-        })
+        .map(|(ch, d)| grad_sums(d, &x[at + ch * hw..][..hw], s, ch, relu))
         .collect()
 }
 
-/// dx, dγ and dβ; with `relu`, the output gradient is first masked where the output was zero.
+/// dx, dγ and dβ of the batch norm of `x`; with `relu`, the output gradient is first masked
+/// where the output was zero.
 pub(crate) fn backward(
     x: &[f32],
-    y: &[f32],
     dy: &[f32],
     gamma: &[f32],
     s: &Saved,
@@ -282,20 +295,15 @@ pub(crate) fn backward(
     let planes: Vec<[f64; 2]> = (0..n * c)
         .into_par_iter()
         .map(|at| {
-            grad_sums(
-                &dy[at * hw..][..hw],
-                &y[at * hw..][..hw],
-                &x[at * hw..][..hw],
-                s.mean[at % c.max(1)],
-                relu,
-            )
+            let plane = at * hw..(at + 1) * hw;
+            grad_sums(&dy[plane.clone()], &x[plane], s, at % c.max(1), relu)
         })
         .collect();
     let coefs = GradCoefs::new(&planes, gamma, s, (n, c, hw));
     let mut dx = pool::take(x.len());
     dx.par_chunks_mut((c * hw).max(1))
         .enumerate()
-        .for_each(|(i, dxi)| coefs.image_dx(i, (dy, y, x), relu, dxi));
+        .for_each(|(i, dxi)| coefs.image_dx(i, (dy, x), (s, relu), dxi));
     (dx, coefs.dgamma, coefs.dbeta)
 }
 
@@ -346,23 +354,26 @@ impl GradCoefs {
         }
     }
 
-    /// dx of image `i` into `out` (C × H × W) from the whole batch's output gradient, output
-    /// and input `(dy, y, x)`; with `relu`, dy is masked where y is zero.
-    pub(crate) fn image_dx(&self, i: usize, (dy, y, x): Batch3, relu: bool, out: &mut [f32]) {
+    /// dx of image `i` into `out` (C × H × W) from the whole batch's output gradient and input
+    /// `(dy, x)`, of the batch norm that saved `s`; with `relu`, dy is masked where the output
+    /// was zero.
+    pub(crate) fn image_dx(
+        &self,
+        i: usize,
+        (dy, x): (&[f32], &[f32]),
+        (s, relu): (&Saved, bool),
+        out: &mut [f32],
+    ) {
         let (c, hw) = (self.coef.len(), out.len() / self.coef.len().max(1));
         for (ch, &(a, b, d)) in self.coef.iter().enumerate() {
             let at = (i * c + ch) * hw;
             simd::bn_dx(
                 &dy[at..at + hw],
-                &y[at..at + hw],
                 &x[at..at + hw],
                 (a, b, d),
-                relu,
+                s.gate(ch, relu),
                 &mut out[ch * hw..(ch + 1) * hw],
             );
         }
     }
 }
-
-/// Three whole-batch buffers of one shape.
-pub(crate) type Batch3<'a> = (&'a [f32], &'a [f32], &'a [f32]);

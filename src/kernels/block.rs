@@ -372,9 +372,9 @@ impl BlockShape {
                     .chunks_exact_mut(out_len)
                     .zip(d1.chunks_exact_mut(out_len));
                 for (i, (dz, d1)) in images.clone().zip(each) {
-                    coefs2.image_dx(i, (&g, &s.z2, &s.z2), false, dz);
+                    coefs2.image_dx(i, (&g, &s.z2), (&s.bn2, false), dz);
                     dx2.image(dz, super::next_image(&s.z2, i, out_len), d1);
-                    let bn1 = batchnorm::image_grad_sums(i, d1, &s.y1, &s.z1, &s.bn1, true, hw);
+                    let bn1 = batchnorm::image_grad_sums(i, d1, &s.z1, &s.bn1, true, hw);
                     sums.extend(bn1);
                 }
                 let y1 = &s.y1[images.start * out_len..images.end * out_len];
@@ -406,7 +406,7 @@ impl BlockShape {
                 let mut prev_sums = Vec::new();
                 for (k, i) in images.clone().enumerate() {
                     let dz = &mut dz[k * out_len..][..out_len];
-                    coefs1.image_dx(i, (&dy1, &s.y1, &s.z1), true, dz);
+                    coefs1.image_dx(i, (&dy1, &s.z1), (&s.bn1, true), dz);
                     if let Some(dx1) = &dx1 {
                         let dxi = &mut dxp[k * in_len..][..in_len];
                         dx1.image(dz, super::next_image(&dy1, i, out_len), dxi);
@@ -474,7 +474,7 @@ impl BlockShape {
 
     fn end_grad_sums(&self, s: &BlockSaved, i: usize, gi: &[f32]) -> Vec<[f64; 2]> {
         let hw = self.g1.ho * self.g1.wo;
-        batchnorm::image_grad_sums(i, gi, &s.z2, &s.z2, &s.bn2, false, hw)
+        batchnorm::image_grad_sums(i, gi, &s.z2, &s.bn2, false, hw)
     }
 
     /// Adds the shortcut's share of one image's input gradient into `dx`, from the gradient `g`

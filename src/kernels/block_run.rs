@@ -381,7 +381,7 @@ fn stem_backward(
     let wlen = g.co * g.ci * g.ksize * g.ksize;
     let (w, gamma) = (&p[..wlen], &p[wlen..wlen + g.co]);
     let dims = (g.n, g.co, g.ho * g.wo);
-    let (dz, dgamma, dbeta) = batchnorm::backward(&s.z, &s.y, dy, gamma, &s.bn, true, dims);
+    let (dz, dgamma, dbeta) = batchnorm::backward(&s.z, dy, gamma, &s.bn, true, dims);
     let dw = conv::backward_weight(x, &dz, g);
     let dx = need_dx.then(|| conv::backward_input(&dz, w, g));
     (dx, [dw, dgamma, dbeta].concat())

@@ -115,7 +115,7 @@ impl CustomOp3 for ConvBatchNorm {
         x: &Tensor,
         w: &Tensor,
         gb: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let what = "conv2d_batch_norm_train backward";
@@ -126,11 +126,9 @@ impl CustomOp3 for ConvBatchNorm {
         let plane = (g.n, g.co, g.ho * g.wo);
         let gamma = with_f32(gb, what, |gb| Ok(gb[..g.co].to_vec()))?;
         let (dz, dgamma, dbeta) = with_f32(grad, what, |dy| {
-            with_f32(res, what, |y| {
-                Ok(batchnorm::backward(
-                    &s.z, y, dy, &gamma, &s.stats, self.relu, plane,
-                ))
-            })
+            Ok(batchnorm::backward(
+                &s.z, dy, &gamma, &s.stats, self.relu, plane,
+            ))
         })?;
         let dx = match x.track_op() {
             true => Some(with_f32(w, what, |ws| {

@@ -52,8 +52,8 @@ dispatch! {
         fn sum(p: &[f32]) -> f32;
         fn sum_sq_dev(p: &[f32], m: f32) -> f32;
         fn affine(x: &[f32], a: f32, b: f32, relu: bool, out: &mut [f32]);
-        fn masked_sums(dy: &[f32], y: &[f32], x: &[f32], m: f32, relu: bool) -> (f32, f32);
-        fn bn_dx(dy: &[f32], y: &[f32], x: &[f32], abd: (f32, f32, f32), relu: bool, out: &mut [f32]);
+        fn masked_sums(dy: &[f32], x: &[f32], m: f32, gate: crate::kernels::simd::Gate) -> (f32, f32);
+        fn bn_dx(dy: &[f32], x: &[f32], abd: (f32, f32, f32), gate: crate::kernels::simd::Gate, out: &mut [f32]);
         fn add_relu(a: &[f32], b: &[f32], out: &mut [f32]);
         fn affine_add_relu(x: &[f32], a: f32, b: f32, r: &[f32], out: &mut [f32]);
         fn relu_grad(dy: &[f32], y: &[f32], out: &mut [f32]);
@@ -62,6 +62,16 @@ dispatch! {
     hand {
         fn nhwc_padded(x: &[f32], chw: (usize, usize, usize), pad: usize, wp: usize, xt: &mut [f32]);
     }
+}
+
+/// Which elements of a batch norm's output gradient pass back through the ReLU after it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Gate {
+    /// All of them: no ReLU.
+    Open,
+    /// Where the normalised input `x·scale + shift`, computed exactly as [`affine`] computes
+    /// it, is positive: where the ReLU's output was, found without reading that output.
+    Affine(f32, f32),
 }
 
 /// Lanes of the portable reductions: independent partial sums the compiler keeps in vectors
@@ -128,43 +138,63 @@ mod portable {
         }
     }
 
-    /// (Σ g, Σ g·(x − m)) where g = dy, masked by y > 0 when `relu`.
+    use super::Gate;
+
+    /// Whether the element of input `x` passes the gate (`RELU`: [`Gate::Affine`] of scale and
+    /// shift `ab`, else [`Gate::Open`]).
     #[inline(always)]
-    pub fn masked_sums(dy: &[f32], y: &[f32], x: &[f32], m: f32, relu: bool) -> (f32, f32) {
-        let n = dy.len().min(y.len()).min(x.len());
+    fn passes<const RELU: bool>(x: f32, (a, b): (f32, f32)) -> bool {
+        !RELU || x * a + b > 0.0
+    }
+
+    /// (Σ g, Σ g·(x − m)) where g is dy where it passes the gate, else 0.
+    #[inline(always)]
+    pub fn masked_sums(dy: &[f32], x: &[f32], m: f32, gate: Gate) -> (f32, f32) {
+        match gate {
+            Gate::Open => sums_where::<false>(dy, x, m, (1.0, 0.0)),
+            Gate::Affine(a, b) => sums_where::<true>(dy, x, m, (a, b)),
+        }
+    }
+
+    #[inline(always)]
+    fn sums_where<const RELU: bool>(dy: &[f32], x: &[f32], m: f32, ab: (f32, f32)) -> (f32, f32) {
+        let n = dy.len().min(x.len());
         let body = n / LANES * LANES;
         let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
-        for ((d, yv), xv) in (dy[..body].chunks_exact(LANES))
-            .zip(y[..body].chunks_exact(LANES))
-            .zip(x[..body].chunks_exact(LANES))
-        {
+        for (d, xv) in (dy[..body].chunks_exact(LANES)).zip(x[..body].chunks_exact(LANES)) {
             for l in 0..LANES {
-                let g = if relu && yv[l] <= 0.0 { 0.0 } else { d[l] };
+                let g = if passes::<RELU>(xv[l], ab) { d[l] } else { 0.0 };
                 a[l] += g;
                 b[l] += g * (xv[l] - m);
             }
         }
         for i in body..n {
-            let g = if relu && y[i] <= 0.0 { 0.0 } else { dy[i] };
+            let g = if passes::<RELU>(x[i], ab) { dy[i] } else { 0.0 };
             a[0] += g;
             b[0] += g * (x[i] - m);
         }
         (a.iter().sum(), b.iter().sum())
     }
 
-    /// out = a·g + b·x + d where g = dy, masked by y > 0 when `relu`.
+    /// out = a·g + b·x + d where g is dy where it passes the gate, else 0.
     #[inline(always)]
-    pub fn bn_dx(
+    pub fn bn_dx(dy: &[f32], x: &[f32], abd: (f32, f32, f32), gate: Gate, out: &mut [f32]) {
+        match gate {
+            Gate::Open => dx_where::<false>(dy, x, abd, (1.0, 0.0), out),
+            Gate::Affine(a, b) => dx_where::<true>(dy, x, abd, (a, b), out),
+        }
+    }
+
+    #[inline(always)]
+    fn dx_where<const RELU: bool>(
         dy: &[f32],
-        y: &[f32],
         x: &[f32],
-        abd: (f32, f32, f32),
-        relu: bool,
+        (a, b, d): (f32, f32, f32),
+        ab: (f32, f32),
         out: &mut [f32],
     ) {
-        let (a, b, d) = abd;
-        for (((o, &g), &yv), &xv) in out.iter_mut().zip(dy).zip(y).zip(x) {
-            let g = if relu && yv <= 0.0 { 0.0 } else { g };
+        for ((o, &g), &xv) in out.iter_mut().zip(dy).zip(x) {
+            let g = if passes::<RELU>(xv, ab) { g } else { 0.0 };
             *o = a * g + b * xv + d;
         }
     }
@@ -232,8 +262,13 @@ mod tests {
                 "sum_sq_dev of {len}"
             );
             for relu in [false, true] {
-                let (a, b) = masked_sums(&dy, &y, &x, 0.1, relu);
-                let (pa, pb) = portable::masked_sums(&dy, &y, &x, 0.1, relu);
+                let gate = if relu {
+                    Gate::Affine(1.5, -0.2)
+                } else {
+                    Gate::Open
+                };
+                let (a, b) = masked_sums(&dy, &x, 0.1, gate);
+                let (pa, pb) = portable::masked_sums(&dy, &x, 0.1, gate);
                 assert!(
                     close(a, pa) && close(b, pb),
                     "masked_sums of {len}, relu {relu}"
@@ -245,8 +280,8 @@ mod tests {
                     o.iter().zip(&p).all(|(a, b)| close(*a, *b)),
                     "affine of {len}, relu {relu}"
                 );
-                bn_dx(&dy, &y, &x, (0.5, 0.25, -0.1), relu, &mut o);
-                portable::bn_dx(&dy, &y, &x, (0.5, 0.25, -0.1), relu, &mut p);
+                bn_dx(&dy, &x, (0.5, 0.25, -0.1), gate, &mut o);
+                portable::bn_dx(&dy, &x, (0.5, 0.25, -0.1), gate, &mut p);
                 assert!(
                     o.iter().zip(&p).all(|(a, b)| close(*a, *b)),
                     "bn_dx of {len}, relu {relu}"
@@ -271,6 +306,43 @@ mod tests {
                 assert_eq!(o, p, "shift_relu of {len}, relu {relu}");
             }
         }
+    }
+
+    type AffineFn = fn(&[f32], f32, f32, bool, &mut [f32]);
+    type BnDxFn = fn(&[f32], &[f32], (f32, f32, f32), Gate, &mut [f32]);
+
+    /// Whether `bn_dx`'s gate passes exactly the elements whose ReLU output `affine` made
+    /// positive, values near the threshold included (both of one family of kernels).
+    fn gate_agrees_with_output(affine: AffineFn, bn_dx: BnDxFn) {
+        for (a, b) in [(1.5f32, -0.2f32), (0.37, 0.011), (-2.0, 0.5), (0.1, -0.7)] {
+            // Spread values, and the 200 floats on either side of the threshold -b/a, where
+            // a product rounded before the add and a fused multiply-add disagree.
+            let mut x = data(1000, 7);
+            let t = -b / a;
+            let ulps = (-200i32..200).map(|k| f32::from_bits((t.to_bits() as i32 + k) as u32));
+            x.extend(ulps);
+            let (len, dy) = (x.len(), vec![1.0f32; x.len()]);
+            let mut y = vec![0.0; len];
+            affine(&x, a, b, true, &mut y);
+            let mut passed = vec![0.0; len];
+            // With a = 1, b = d = 0, bn_dx writes the gated dy (1 where it passes, else 0).
+            bn_dx(&dy, &x, (1.0, 0.0, 0.0), Gate::Affine(a, b), &mut passed);
+            for ((&p, &y), &x) in passed.iter().zip(&y).zip(&x) {
+                assert_eq!(p == 1.0, y > 0.0, "x {x}, scale {a}, shift {b}: output {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_affine_gate_passes_exactly_where_the_output_is_positive() {
+        gate_agrees_with_output(affine, bn_dx);
+        gate_agrees_with_output(portable::affine, portable::bn_dx);
+        let x = data(1000, 7);
+        let mut y = vec![0.0; x.len()];
+        affine(&x, 0.37, 0.011, true, &mut y);
+        let live = y.iter().filter(|&&y| y > 0.0).count() as f32;
+        let (count, _) = masked_sums(&vec![1.0; x.len()], &x, 0.0, Gate::Affine(0.37, 0.011));
+        assert_eq!(count, live);
     }
 
     #[test]
@@ -303,13 +375,18 @@ mod tests {
             portable::nhwc_padded(&x, (ci, h, w), pad, wp, &mut b);
             assert_eq!(a, b, "transpose of {ci} x {h} x {w}, pad {pad}");
         }
+        // SAFETY (both): the CPU has AVX2 and FMA (checked above).
+        gate_agrees_with_output(
+            |x, a, b, relu, out| unsafe { avx2::affine(x, a, b, relu, out) },
+            |dy, x, abd, gate, out| unsafe { avx2::bn_dx(dy, x, abd, gate, out) },
+        );
         for len in [0, 1, 7, 8, 9, 31, 32, 33, 100] {
-            let (x, y, dy) = (data(len, 1), data(len, 2), data(len, 3));
+            let (x, dy) = (data(len, 1), data(len, 3));
             let exact: f64 = x.iter().map(|&v| v as f64).sum();
             // SAFETY: as above.
-            let (s, (ma, mb)) =
-                unsafe { (avx2::sum(&x), avx2::masked_sums(&dy, &y, &x, 0.1, true)) };
-            let (pa, pb) = portable::masked_sums(&dy, &y, &x, 0.1, true);
+            let gate = Gate::Affine(0.8, -0.1);
+            let (s, (ma, mb)) = unsafe { (avx2::sum(&x), avx2::masked_sums(&dy, &x, 0.1, gate)) };
+            let (pa, pb) = portable::masked_sums(&dy, &x, 0.1, gate);
             assert!(close(s, exact as f32), "sum of {len}");
             assert!(close(ma, pa) && close(mb, pb), "masked_sums of {len}");
         }

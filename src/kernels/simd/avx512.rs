@@ -1,5 +1,6 @@
 //! The AVX-512 bodies of the element-wise kernels; callers check the CPU first.
 
+use super::Gate;
 use std::arch::x86_64::*;
 
 const L: usize = 16;
@@ -39,14 +40,17 @@ fn mask_or_full(n: usize) -> __mmask16 {
     if n >= L { 0xffff } else { mask(n) }
 }
 
-/// Lanes where y > 0 (all lanes when `relu` is off).
+/// The lanes of `x` that pass `gate`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn live(y: &[f32], at: usize, relu: bool) -> __mmask16 {
-    if relu {
-        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(load(y, at), _mm512_setzero_ps())
-    } else {
-        0xffff
+fn live(gate: Gate, x: __m512) -> __mmask16 {
+    match gate {
+        Gate::Open => 0xffff,
+        // As `affine` computes it.
+        Gate::Affine(a, b) => {
+            let r = _mm512_fmadd_ps(x, _mm512_set1_ps(a), _mm512_set1_ps(b));
+            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(r, _mm512_setzero_ps())
+        }
     }
 }
 
@@ -146,33 +150,28 @@ pub(super) fn affine(x: &[f32], a: f32, b: f32, relu: bool, out: &mut [f32]) {
 }
 
 #[target_feature(enable = "avx512f")]
-pub(super) fn masked_sums(dy: &[f32], y: &[f32], x: &[f32], m: f32, relu: bool) -> (f32, f32) {
+pub(super) fn masked_sums(dy: &[f32], x: &[f32], m: f32, gate: Gate) -> (f32, f32) {
     let (mut sg, mut sgx, mv) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_set1_ps(m));
     for at in (0..dy.len().min(x.len())).step_by(L) {
-        let g = _mm512_maskz_mov_ps(live(y, at, relu), load(dy, at));
+        let xv = load(x, at);
+        let g = _mm512_maskz_mov_ps(live(gate, xv), load(dy, at));
         sg = _mm512_add_ps(sg, g);
-        sgx = _mm512_fmadd_ps(g, _mm512_sub_ps(load(x, at), mv), sgx);
+        sgx = _mm512_fmadd_ps(g, _mm512_sub_ps(xv, mv), sgx);
     }
     (_mm512_reduce_add_ps(sg), _mm512_reduce_add_ps(sgx))
 }
 
 #[target_feature(enable = "avx512f")]
-pub(super) fn bn_dx(
-    dy: &[f32],
-    y: &[f32],
-    x: &[f32],
-    abd: (f32, f32, f32),
-    relu: bool,
-    out: &mut [f32],
-) {
+pub(super) fn bn_dx(dy: &[f32], x: &[f32], abd: (f32, f32, f32), gate: Gate, out: &mut [f32]) {
     let (av, bv, dv) = (
         _mm512_set1_ps(abd.0),
         _mm512_set1_ps(abd.1),
         _mm512_set1_ps(abd.2),
     );
     for at in (0..out.len().min(dy.len()).min(x.len())).step_by(L) {
-        let g = _mm512_maskz_mov_ps(live(y, at, relu), load(dy, at));
-        let r = _mm512_fmadd_ps(av, g, _mm512_fmadd_ps(bv, load(x, at), dv));
+        let xv = load(x, at);
+        let g = _mm512_maskz_mov_ps(live(gate, xv), load(dy, at));
+        let r = _mm512_fmadd_ps(av, g, _mm512_fmadd_ps(bv, xv, dv));
         store(out, at, r);
     }
 }
@@ -200,12 +199,10 @@ pub(super) fn add_relu(a: &[f32], b: &[f32], out: &mut [f32]) {
 
 #[target_feature(enable = "avx512f")]
 pub(super) fn relu_grad(dy: &[f32], y: &[f32], out: &mut [f32]) {
+    let zero = _mm512_setzero_ps();
     for at in (0..out.len().min(dy.len())).step_by(L) {
-        store(
-            out,
-            at,
-            _mm512_maskz_mov_ps(live(y, at, true), load(dy, at)),
-        );
+        let live = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(load(y, at), zero);
+        store(out, at, _mm512_maskz_mov_ps(live, load(dy, at)));
     }
 }
 
