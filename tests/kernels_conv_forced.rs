@@ -4,9 +4,10 @@
 //! gemm, which is then tested twice. A test binary of its own, as the choice is process-wide.
 
 use resnet_tui::kernels::{ConvKernels, conv_kernels, set_conv_kernels};
-use resnet_tui::ops::Backend;
+use resnet_tui::ops::{Backend, BlockShortcut};
 
 mod common;
+use common::block::{BLOCK_OUTPUTS, block};
 use common::conv::{SHAPES, conv_and_grads};
 use common::numeric::assert_close;
 
@@ -28,6 +29,22 @@ fn every_kernel_family_matches_stock_on_every_shape() -> candle_core::Result<()>
             assert_close(&format!("output, {what}"), &y, &sy, 1e-4)?;
             assert_close(&format!("input gradient, {what}"), &dx, &sdx, 1e-4)?;
             assert_close(&format!("weight gradient, {what}"), &dw, &sdw, 1e-4)?;
+        }
+        // Blocks whose convolutions' input gradients go image by image (stride 1 and, wide
+        // enough for the direct kernels, stride 2), through the rest of the block's backward
+        // pass; one test, as the family is process-wide.
+        let blocks = [
+            ([3, 16, 8, 8], 16, 1, BlockShortcut::Identity),
+            ([5, 8, 16, 16], 16, 2, BlockShortcut::PadA),
+            ([2, 16, 14, 14], 32, 2, BlockShortcut::PadA),
+        ];
+        for (dims, co, stride, sc) in blocks {
+            let custom = block(dims, co, 3, stride, sc, Backend::Custom)?;
+            let stock = block(dims, co, 3, stride, sc, Backend::Stock)?;
+            for ((name, c), s) in BLOCK_OUTPUTS.iter().zip(&custom).zip(&stock) {
+                let what = format!("{name} of the block {dims:?} -> {co} s{stride}, {kernels}");
+                assert_close(&what, c, s, 1e-4)?;
+            }
         }
     }
     set_conv_kernels(ConvKernels::Auto);

@@ -389,9 +389,9 @@ impl BlockShape {
         let (dw2, sums1): (Vec<_>, Vec<_>) = done.into_iter().unzip();
         let dw2 = super::add_in_order(dw2, w2.len());
         let coefs1 = batchnorm::GradCoefs::new(&sums1.concat(), gamma1, &s.bn1, dims);
-        // The input gradient goes along where the first convolution has stride 1 (a stride-2
-        // one takes the whole batch after).
-        let dx1 = need_dx.then(|| conv::Rotated::new(w1, g1)).flatten();
+        // The input gradient goes along image by image where a kernel makes it so (else the
+        // whole batch's after).
+        let dx1 = need_dx.then(|| conv::InputGrad::new(w1, g1)).flatten();
         let in_len = g1.in_len();
         let mut dx = pool::take(if dx1.is_some() { g1.n * in_len } else { 0 });
         let dx_parts: Vec<&mut [f32]> = match dx1 {

@@ -372,6 +372,50 @@ impl Rotated {
     }
 }
 
+/// The input gradient of a convolution prepared for one image at a time, where a kernel makes it
+/// image by image: stride 1 as the rotated forward convolution, stride 2 (3 × 3, padding 1) by
+/// the direct phase kernels of AVX-512 or AVX2. A block's backward pass then hands each image on
+/// (shortcut, the previous block's ReLU and sums) while it is in cache.
+pub(crate) enum InputGrad {
+    Rotated(Rotated),
+    #[cfg(target_arch = "x86_64")]
+    Stride2Avx512(super::direct512::Stride2Grad),
+    #[cfg(target_arch = "x86_64")]
+    Stride2Avx2(super::direct::Stride2Grad),
+}
+
+impl InputGrad {
+    /// The kernel [`backward_input`] would use for `g`, when it works image by image.
+    pub(crate) fn new(w: &[f32], g: &ConvGeometry) -> Option<Self> {
+        if let Some(rotated) = Rotated::new(w, g) {
+            return Some(InputGrad::Rotated(rotated));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if g.stride == 2 && super::direct512::available(g) {
+            let grad = super::direct512::Stride2Grad::new(w, g);
+            return Some(InputGrad::Stride2Avx512(grad));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if super::direct::available(g) && super::direct::stride2_suits(g) {
+            let grad = super::direct::Stride2Grad::new(w, g);
+            return Some(InputGrad::Stride2Avx2(grad));
+        }
+        None
+    }
+
+    /// The input gradient of one image: `dy` (O × Ho × Wo) into `dx` (C × H × W), prefetching
+    /// `ahead` where the kernel can.
+    pub(crate) fn image(&self, dy: &[f32], ahead: &[f32], dx: &mut [f32]) {
+        match self {
+            InputGrad::Rotated(r) => r.image(dy, ahead, dx),
+            #[cfg(target_arch = "x86_64")]
+            InputGrad::Stride2Avx512(k) => k.image(dy, ahead, dx),
+            #[cfg(target_arch = "x86_64")]
+            InputGrad::Stride2Avx2(k) => k.image(dy, dx),
+        }
+    }
+}
+
 /// The gradient with respect to the weight: per thread, a sum over its images.
 pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     backward_weight_in(x, dy, g, Parts::Split)

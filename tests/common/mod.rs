@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: tiny runs on the embedded data.
 #![allow(dead_code)]
 
+pub mod block;
 pub mod conv;
 pub mod folder;
 #[cfg(feature = "hdf5")]

@@ -58,40 +58,71 @@ impl Phase {
 /// task.
 pub(crate) fn backward_input_stride2(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     use rayon::prelude::*;
-    assert!(
-        suits(g),
-        "direct input gradient: unsupported CPU or shape {g:?}"
-    );
-    // The output gradient, zero-padded by 1, in the forward kernel's stride-1 planes.
-    let gd = ConvGeometry {
-        ci: g.co,
-        h: g.ho,
-        w: g.wo,
-        co: g.ci,
-        stride: 1,
-        ..*g
-    };
-    let planes = Planes::new(&gd);
-    // dx row iy lies at phase row (iy + 1) / 2 <= Ho, column likewise: Ho + 1 rows of the grid,
-    // in whole vectors (each stored whole into scratch).
-    let nq = ((g.ho + 1) * planes.row).next_multiple_of(V);
-    let srcs: Vec<usize> = (0..nq).step_by(V).collect();
-    let phases: Vec<Phase> = (0..4).map(|p| Phase::new(p, w, g, planes.row)).collect();
-    let (in_len, out_len, ph_len) = (g.in_len(), g.out_len(), g.ci * nq);
+    let grad = Stride2Grad::new(w, g);
+    let (in_len, out_len) = (g.in_len(), g.out_len());
     let mut dx = crate::kernels::pool::take(g.n * in_len);
     dx.par_chunks_mut(in_len.max(1))
         .enumerate()
-        .for_each(|(i, dxi)| {
-            with_scratch(g.co * planes.plane + 4 * ph_len, |buf| {
-                let (ys, out) = buf.split_at_mut(g.co * planes.plane);
-                planes.fill(&dy[i * out_len..(i + 1) * out_len], &gd, ys);
-                for (phase, out) in phases.iter().zip(out.chunks_exact_mut(ph_len)) {
-                    correlate_phase(ys, planes.plane, g, phase, &srcs, out, nq);
-                }
-                interleave(out, g, nq, planes.row, dxi);
-            });
-        });
+        .for_each(|(i, dxi)| grad.image(&dy[i * out_len..(i + 1) * out_len], dxi));
     dx
+}
+
+/// The input gradient of a stride-2 convolution (see the module documentation), prepared for
+/// one image at a time.
+pub(crate) struct Stride2Grad {
+    g: ConvGeometry,
+    /// The output gradient's geometry as the forward kernel's input (zero-padded by 1, in its
+    /// stride-1 planes).
+    gd: ConvGeometry,
+    planes: Planes,
+    /// Grid positions per phase, and where each vector of them starts.
+    nq: usize,
+    srcs: Vec<usize>,
+    phases: Vec<Phase>,
+}
+
+impl Stride2Grad {
+    pub(crate) fn new(w: &[f32], g: &ConvGeometry) -> Self {
+        assert!(
+            suits(g),
+            "direct input gradient: unsupported CPU or shape {g:?}"
+        );
+        let gd = ConvGeometry {
+            ci: g.co,
+            h: g.ho,
+            w: g.wo,
+            co: g.ci,
+            stride: 1,
+            ..*g
+        };
+        let planes = Planes::new(&gd);
+        // dx row iy lies at phase row (iy + 1) / 2 <= Ho, column likewise: Ho + 1 rows of the
+        // grid, in whole vectors (each stored whole into scratch).
+        let nq = ((g.ho + 1) * planes.row).next_multiple_of(V);
+        let phases = (0..4).map(|p| Phase::new(p, w, g, planes.row)).collect();
+        Stride2Grad {
+            g: *g,
+            gd,
+            planes,
+            nq,
+            srcs: (0..nq).step_by(V).collect(),
+            phases,
+        }
+    }
+
+    /// One image: the output gradient `dy` (O × Ho × Wo) into `dx` (C × H × W).
+    pub(crate) fn image(&self, dy: &[f32], dxi: &mut [f32]) {
+        let (g, planes, nq) = (&self.g, &self.planes, self.nq);
+        let ph_len = g.ci * nq;
+        with_scratch(g.co * planes.plane + 4 * ph_len, |buf| {
+            let (ys, out) = buf.split_at_mut(g.co * planes.plane);
+            planes.fill(&dy[..g.out_len()], &self.gd, ys);
+            for (phase, out) in self.phases.iter().zip(out.chunks_exact_mut(ph_len)) {
+                correlate_phase(ys, planes.plane, g, phase, &self.srcs, out, nq);
+            }
+            interleave(out, g, nq, planes.row, dxi);
+        });
+    }
 }
 
 /// One phase of one image: `out` gets C planes of `och` floats.
