@@ -15,8 +15,7 @@ pub(crate) struct Saved {
     pub var: Vec<f32>,
     invstd: Vec<f32>,
     /// The normalisation as applied: y = x·scale + shift per channel (then the ReLU, if any).
-    scale: Vec<f32>,
-    shift: Vec<f32>,
+    affine: Affine,
 }
 
 impl Saved {
@@ -24,9 +23,15 @@ impl Saved {
     /// found from the input as the forward pass computed the output.
     fn gate(&self, ch: usize, relu: bool) -> simd::Gate {
         match relu {
-            true => simd::Gate::Affine(self.scale[ch], self.shift[ch]),
+            true => simd::Gate::Affine(self.affine.scale[ch], self.affine.shift[ch]),
             false => simd::Gate::Open,
         }
+    }
+
+    /// Image `i` of the output this normalisation (followed by a ReLU when `relu`) gave for the
+    /// batch `x`, into `y`: recomputed exactly as the forward pass computed it.
+    pub(crate) fn image_output(&self, i: usize, x: &[f32], relu: bool, y: &mut [f32]) {
+        self.affine.image(i, x, Output::Plain { relu }, y)
     }
 }
 
@@ -149,6 +154,7 @@ fn forward_impl(
 }
 
 /// One batch's normalisation as a per-channel scale and shift, to apply image by image.
+#[derive(Clone)]
 pub(crate) struct Affine {
     scale: Vec<f32>,
     shift: Vec<f32>,
@@ -172,14 +178,14 @@ impl Affine {
             .collect();
         let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+        let affine = Affine { scale, shift, hw };
         let saved = Saved {
             mean,
             var,
             invstd,
-            scale: scale.clone(),
-            shift: shift.clone(),
+            affine: affine.clone(),
         };
-        (Affine { scale, shift, hw }, saved)
+        (affine, saved)
     }
 
     /// Floats per image (channels × plane).

@@ -39,8 +39,9 @@ pub struct BasicBlockParams<'a> {
 pub type BlockStats = [(Tensor, Tensor); 2];
 
 pub(crate) struct BlockSaved {
+    /// The convolutions' outputs (the first batch norm's output, the second convolution's
+    /// input, is remade from z1 where the backward pass needs it).
     z1: Vec<f32>,
-    y1: Vec<f32>,
     z2: Vec<f32>,
     bn1: Saved,
     bn2: Saved,
@@ -48,7 +49,7 @@ pub(crate) struct BlockSaved {
 
 impl Drop for BlockSaved {
     fn drop(&mut self) {
-        for v in [&mut self.z1, &mut self.y1, &mut self.z2] {
+        for v in [&mut self.z1, &mut self.z2] {
             pool::give(std::mem::take(v));
         }
     }
@@ -286,17 +287,17 @@ impl BlockShape {
                 (z1, st1, x)
             }
             Input::Filled(buf, fill, source) => {
-                let (z1, st1) = conv::forward_stats_filled(buf, fill, source, w1, g1);
+                let (z1, st1) = conv::forward_stats_filled(Some(buf), fill, source, w1, g1);
                 (z1, st1, &*buf)
             }
         };
         let (gamma1, beta1) = (&p[o[1]..o[2]], &p[o[2]..o[3]]);
         let (affine1, bn1) = batchnorm::Affine::new(&st1, gamma1, beta1, self.eps, dims);
-        // The first batch norm and ReLU image by image, each image then convolved from cache.
-        let mut y1 = pool::take(z1.len());
+        // The first batch norm and ReLU image by image, each image then convolved from cache
+        // (and not kept).
         let relu = batchnorm::Output::Plain { relu: true };
         let fill = |i: usize, yi: &mut [f32]| affine1.image(i, &z1, relu, yi);
-        let (z2, st2) = conv::forward_stats_filled(&mut y1, fill, &z1, &p[o[3]..o[4]], g2);
+        let (z2, st2) = conv::forward_stats_filled(None, fill, &z1, &p[o[3]..o[4]], g2);
         let (gamma2, beta2) = (&p[o[4]..o[5]], &p[o[5]..o[6]]);
         let (affine2, bn2) = batchnorm::Affine::new(&st2, gamma2, beta2, self.eps, dims);
         let residual = match self.shortcut {
@@ -308,13 +309,7 @@ impl BlockShape {
             affine: affine2,
             residual,
         };
-        let saved = BlockSaved {
-            z1,
-            y1,
-            z2,
-            bn1,
-            bn2,
-        };
+        let saved = BlockSaved { z1, z2, bn1, bn2 };
         (saved, end)
     }
 
@@ -377,12 +372,18 @@ impl BlockShape {
                     let bn1 = batchnorm::image_grad_sums(i, d1, &s.z1, &s.bn1, true, hw);
                     sums.extend(bn1);
                 }
-                let y1 = &s.y1[images.start * out_len..images.end * out_len];
                 let g2 = ConvGeometry {
                     n: images.len(),
                     ..*g2
                 };
-                (conv::backward_weight_in(y1, dz, &g2, Parts::One), sums)
+                // The part's first batch norm output, remade from z1 (in cache from the sums).
+                let dw = pool::with_own(images.len() * out_len, |y1| {
+                    for (i, y1) in images.clone().zip(y1.chunks_exact_mut(out_len)) {
+                        s.bn1.image_output(i, &s.z1, true, y1);
+                    }
+                    conv::backward_weight_in(y1, dz, &g2, Parts::One)
+                });
+                (dw, sums)
             })
             .collect();
         pool::give(dz2);

@@ -276,11 +276,12 @@ pub(crate) fn forward_stats(x: &[f32], w: &[f32], g: &ConvGeometry) -> (Vec<f32>
     (out, per_image.concat())
 }
 
-/// [`forward_stats`] of an input made image by image: `fill(i, xi)` writes image i of `x` just
-/// before it is convolved, so the convolution reads it from cache; image i + 1 of `source` (what
-/// `fill` reads, the input's shape) is prefetched meanwhile.
+/// [`forward_stats`] of an input made image by image: `fill(i, xi)` writes image i of the input
+/// just before it is convolved, so the convolution reads it from cache; image i + 1 of `source`
+/// (what `fill` reads, the input's shape) is prefetched meanwhile. The images go into `x` (the
+/// whole input, kept) or, without it, each into the thread's own buffer (not kept).
 pub(crate) fn forward_stats_filled(
-    x: &mut [f32],
+    x: Option<&mut [f32]>,
     fill: impl Fn(usize, &mut [f32]) + Sync,
     source: &[f32],
     w: &[f32],
@@ -288,17 +289,22 @@ pub(crate) fn forward_stats_filled(
 ) -> (Vec<f32>, Vec<[f64; 2]>) {
     let prepared = Prepared::new(w, g);
     let (in_len, p) = (g.in_len().max(1), g.p().max(1));
+    let one = |i: usize, xi: &mut [f32], o: &mut [f32]| -> Vec<[f64; 2]> {
+        fill(i, xi);
+        prepared.image_ahead(xi, super::next_image(source, i, in_len), o);
+        let planes = o.chunks_exact(p);
+        planes.map(super::batchnorm::plane_stats).collect()
+    };
     let mut out = super::pool::take(g.n * g.out_len());
-    let stats: Vec<Vec<[f64; 2]>> = (out.par_chunks_mut(g.out_len().max(1)))
-        .zip(x.par_chunks_mut(in_len))
-        .enumerate()
-        .map(|(i, (o, xi))| {
-            fill(i, xi);
-            prepared.image_ahead(xi, super::next_image(source, i, in_len), o);
-            let planes = o.chunks_exact(p);
-            planes.map(super::batchnorm::plane_stats).collect()
-        })
-        .collect();
+    let outs = out.par_chunks_mut(g.out_len().max(1)).enumerate();
+    let stats: Vec<Vec<[f64; 2]>> = match x {
+        Some(x) => (outs.zip(x.par_chunks_mut(in_len)))
+            .map(|((i, o), xi)| one(i, xi, o))
+            .collect(),
+        None => outs
+            .map(|(i, o)| super::pool::with_own(in_len, |xi| one(i, xi, o)))
+            .collect(),
+    };
     (out, stats.concat())
 }
 

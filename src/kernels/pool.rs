@@ -53,6 +53,36 @@ fn zeroed(len: usize) -> Vec<f32> {
     v
 }
 
+thread_local! {
+    static PART: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's own buffer of `len` floats (contents unspecified, as from
+/// [`take`]): for what is written and read straight back on one thread (an image made just
+/// before a convolution reads it, a part of a batch remade for a weight gradient), so that it
+/// stays in that core's cache instead of going out to memory as part of a batch-sized buffer.
+/// A pooled buffer stands in where the thread's own is already in use.
+pub(crate) fn with_own<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut f = Some(f);
+    let own = PART.with(|part| {
+        let mut buf = part.try_borrow_mut().ok()?;
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f.take().map(|f| f(&mut buf[..len]))
+    });
+    match (own, f) {
+        (Some(r), _) => r,
+        (None, Some(f)) => {
+            let mut buf = take(len);
+            let r = f(&mut buf);
+            give(buf);
+            r
+        }
+        (None, None) => unreachable!("the function ran on the thread's buffer"),
+    }
+}
+
 /// Returns a buffer to the pool.
 pub(crate) fn give(v: Vec<f32>) {
     if v.capacity() == 0 {
@@ -79,5 +109,22 @@ mod tests {
             assert_eq!(v.len(), len);
             assert!(v.iter().all(|&x| x == 0.0), "len {len}");
         }
+    }
+
+    #[test]
+    fn a_thread_buffer_in_use_is_not_handed_out_again() {
+        let sums = with_own(100, |outer| {
+            outer.fill(1.0);
+            // Nested: the thread's buffer is taken, so a pooled one stands in.
+            let inner = with_own(50, |inner| {
+                assert_eq!(inner.len(), 50);
+                inner.fill(2.0);
+                inner.iter().sum::<f32>()
+            });
+            (outer.len(), outer.iter().sum::<f32>(), inner)
+        });
+        assert_eq!(sums, (100, 100.0, 100.0));
+        // Free again, and grown on demand.
+        assert_eq!(with_own(300, |b| b.len()), 300);
     }
 }
