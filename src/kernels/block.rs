@@ -7,7 +7,6 @@
 use super::batchnorm::{self, Saved};
 use super::conv::{self, ConvGeometry};
 use super::eltwise::ShortcutA;
-use super::gemm::with_scratch;
 use super::{Parts, cpu_tensor, pool, simd};
 use candle_core::{Result, Tensor, bail};
 use rayon::prelude::*;
@@ -466,10 +465,7 @@ impl BlockShape {
         gi: &mut [f32],
     ) -> Vec<[f64; 2]> {
         let len = gi.len();
-        with_scratch(len, |dy| {
-            dy.copy_from_slice(gi);
-            simd::relu_grad(dy, &y[i * len..][..len], gi);
-        });
+        simd::relu_grad_in_place(gi, &y[i * len..][..len]);
         self.end_grad_sums(s, i, gi)
     }
 
@@ -483,7 +479,7 @@ impl BlockShape {
     fn shortcut_backward(&self, g: &[f32], dx: &mut [f32]) {
         match self.shortcut {
             BlockShortcut::None => {}
-            BlockShortcut::Identity => dx.iter_mut().zip(g).for_each(|(d, g)| *d += g),
+            BlockShortcut::Identity => simd::add_into(dx, g),
             BlockShortcut::PadA => self.shortcut_a().backward_add_image(g, dx),
         }
     }

@@ -57,6 +57,8 @@ dispatch! {
         fn add_relu(a: &[f32], b: &[f32], out: &mut [f32]);
         fn affine_add_relu(x: &[f32], a: f32, b: f32, r: &[f32], out: &mut [f32]);
         fn relu_grad(dy: &[f32], y: &[f32], out: &mut [f32]);
+        fn relu_grad_in_place(g: &mut [f32], y: &[f32]);
+        fn add_into(acc: &mut [f32], x: &[f32]);
         fn shift_relu(v: &mut [f32], b: f32, relu: bool);
     }
     hand {
@@ -231,6 +233,22 @@ mod portable {
             *o = if r > 0.0 { d } else { 0.0 };
         }
     }
+
+    /// g = 0 where y <= 0, in place.
+    #[inline(always)]
+    pub fn relu_grad_in_place(g: &mut [f32], y: &[f32]) {
+        for (g, &r) in g.iter_mut().zip(y) {
+            *g = if r > 0.0 { *g } else { 0.0 };
+        }
+    }
+
+    /// acc += x.
+    #[inline(always)]
+    pub fn add_into(acc: &mut [f32], x: &[f32]) {
+        for (a, &x) in acc.iter_mut().zip(x) {
+            *a += x;
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -300,6 +318,14 @@ mod tests {
             relu_grad(&dy, &y, &mut o);
             portable::relu_grad(&dy, &y, &mut p);
             assert_eq!(o, p, "relu_grad of {len}");
+            let (mut a, mut b) = (dy.clone(), dy.clone());
+            relu_grad_in_place(&mut a, &y);
+            portable::relu_grad_in_place(&mut b, &y);
+            assert_eq!((&a, &b), (&o, &o), "relu_grad_in_place of {len}");
+            add_into(&mut a, &x);
+            portable::add_into(&mut b, &x);
+            let sums: Vec<f32> = o.iter().zip(&x).map(|(o, x)| o + x).collect();
+            assert_eq!((&a, &b), (&sums, &sums), "add_into of {len}");
             for relu in [false, true] {
                 shift_relu(&mut o, 0.3, relu);
                 portable::shift_relu(&mut p, 0.3, relu);

@@ -248,6 +248,24 @@ pub(super) fn relu_grad(dy: &[f32], y: &[f32], out: &mut [f32]) {
 }
 
 #[target_feature(enable = "avx512f")]
+pub(super) fn relu_grad_in_place(g: &mut [f32], y: &[f32]) {
+    let zero = _mm512_setzero_ps();
+    for at in (0..g.len().min(y.len())).step_by(L) {
+        let live = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(load(y, at), zero);
+        let v = _mm512_maskz_mov_ps(live, load(g, at));
+        store(g, at, v);
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn add_into(acc: &mut [f32], x: &[f32]) {
+    for at in (0..acc.len().min(x.len())).step_by(L) {
+        let v = _mm512_add_ps(load(acc, at), load(x, at));
+        store(acc, at, v);
+    }
+}
+
+#[target_feature(enable = "avx512f")]
 pub(super) fn shift_relu(v: &mut [f32], b: f32, relu: bool) {
     let (bv, zero) = (_mm512_set1_ps(b), _mm512_setzero_ps());
     for at in (0..v.len()).step_by(L) {
