@@ -97,21 +97,18 @@ impl ShortcutA {
     /// `x[:, :, ::2, ::2]` between zero channels.
     pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
         let (c, h, w, ho, wo) = (self.c, self.h, self.w, self.ho(), self.wo());
-        let mut out = vec![0f32; self.n * self.out_c * ho * wo];
+        let mut out = super::pool::take(self.n * self.out_c * ho * wo);
         out.par_chunks_mut((self.out_c * ho * wo).max(1))
             .enumerate()
             .for_each(|(i, o)| {
+                // The zero channels on either side.
+                o[..self.low() * ho * wo].fill(0.0);
+                o[(self.low() + c) * ho * wo..].fill(0.0);
                 for ch in 0..c {
                     let src = &x[(i * c + ch) * h * w..][..h * w];
                     let dst = &mut o[(self.low() + ch) * ho * wo..][..ho * wo];
-                    for oy in 0..ho {
-                        let row = &src[2 * oy * w..][..w];
-                        for (d, s) in dst[oy * wo..(oy + 1) * wo]
-                            .iter_mut()
-                            .zip(row.iter().step_by(2))
-                        {
-                            *d = *s;
-                        }
+                    for (oy, drow) in dst.chunks_exact_mut(wo).enumerate() {
+                        super::simd::evens(&src[2 * oy * w..][..w], drow);
                     }
                 }
             });
@@ -152,9 +149,7 @@ impl ShortcutA {
             let dst = &mut dx[ch * h * w..][..h * w];
             for oy in 0..ho {
                 let row = &mut dst[2 * oy * w..][..w];
-                for (d, s) in row.iter_mut().step_by(2).zip(&src[oy * wo..(oy + 1) * wo]) {
-                    *d += *s;
-                }
+                super::simd::add_to_evens(row, &src[oy * wo..(oy + 1) * wo]);
             }
         }
     }

@@ -59,6 +59,8 @@ dispatch! {
         fn relu_grad(dy: &[f32], y: &[f32], out: &mut [f32]);
         fn relu_grad_in_place(g: &mut [f32], y: &[f32]);
         fn add_into(acc: &mut [f32], x: &[f32]);
+        fn evens(src: &[f32], dst: &mut [f32]);
+        fn add_to_evens(acc: &mut [f32], src: &[f32]);
         fn shift_relu(v: &mut [f32], b: f32, relu: bool);
     }
     hand {
@@ -249,6 +251,22 @@ mod portable {
             *a += x;
         }
     }
+
+    /// dst[k] = src[2k] (every other element, from the first).
+    #[inline(always)]
+    pub fn evens(src: &[f32], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src.iter().step_by(2)) {
+            *d = s;
+        }
+    }
+
+    /// acc[2k] += src[k].
+    #[inline(always)]
+    pub fn add_to_evens(acc: &mut [f32], src: &[f32]) {
+        for (a, &s) in acc.iter_mut().step_by(2).zip(src) {
+            *a += s;
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -326,6 +344,19 @@ mod tests {
             portable::add_into(&mut b, &x);
             let sums: Vec<f32> = o.iter().zip(&x).map(|(o, x)| o + x).collect();
             assert_eq!((&a, &b), (&sums, &sums), "add_into of {len}");
+            let half = len.div_ceil(2);
+            let (mut e, mut pe) = (vec![9.0; half], vec![7.0; half]);
+            evens(&x, &mut e);
+            portable::evens(&x, &mut pe);
+            let want: Vec<f32> = x.iter().step_by(2).copied().collect();
+            assert_eq!((&e, &pe), (&want, &want), "evens of {len}");
+            let (mut a, mut b) = (x.clone(), x.clone());
+            add_to_evens(&mut a, &e);
+            portable::add_to_evens(&mut b, &e);
+            let want: Vec<f32> = (x.iter().enumerate())
+                .map(|(i, &v)| if i % 2 == 0 { v + e[i / 2] } else { v })
+                .collect();
+            assert_eq!((&a, &b), (&want, &want), "add_to_evens of {len}");
             for relu in [false, true] {
                 shift_relu(&mut o, 0.3, relu);
                 portable::shift_relu(&mut p, 0.3, relu);

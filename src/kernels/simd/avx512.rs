@@ -266,6 +266,38 @@ pub(super) fn add_into(acc: &mut [f32], x: &[f32]) {
 }
 
 #[target_feature(enable = "avx512f")]
+pub(super) fn evens(src: &[f32], dst: &mut [f32]) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for at in (0..dst.len().min(src.len().div_ceil(2))).step_by(L) {
+        let (a, b) = (load(src, 2 * at), load(src, 2 * at + L));
+        store(dst, at, _mm512_permutex2var_ps(a, even, b));
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) fn add_to_evens(acc: &mut [f32], src: &[f32]) {
+    let n = src.len().min(acc.len().div_ceil(2));
+    for at in (0..n).step_by(L) {
+        let s = load(src, at);
+        // The even lanes of the two vectors of acc that src[at..at + 16] adds to, as far as
+        // src goes.
+        let left = n - at;
+        let lanes = |k: usize| {
+            (0..8)
+                .filter(|&j| k + j < left)
+                .fold(0u16, |m, j| m | 1 << (2 * j))
+        };
+        let (m0, m1) = (lanes(0), lanes(8));
+        let lo = _mm512_maskz_expand_ps(0x5555, s);
+        let hi = _mm512_maskz_expand_ps(0x5555, _mm512_shuffle_f32x4::<0xEE>(s, s));
+        let (a0, a1) = (2 * at, 2 * at + L);
+        let (v0, v1) = (load(acc, a0), load(acc, a1));
+        store(acc, a0, _mm512_mask_add_ps(v0, m0, v0, lo));
+        store(acc, a1, _mm512_mask_add_ps(v1, m1, v1, hi));
+    }
+}
+
+#[target_feature(enable = "avx512f")]
 pub(super) fn shift_relu(v: &mut [f32], b: f32, relu: bool) {
     let (bv, zero) = (_mm512_set1_ps(b), _mm512_setzero_ps());
     for at in (0..v.len()).step_by(L) {
