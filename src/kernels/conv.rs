@@ -310,18 +310,24 @@ pub(crate) fn forward_stats_filled(
 
 /// The gradient with respect to the input.
 pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    if let Some(rotated) = Rotated::new(w, g) {
-        return forward_finished(dy, &rotated.0, None, |_, _| ()).0;
+    let (in_len, out_len) = (g.in_len(), g.out_len());
+    match InputGrad::new(w, g) {
+        Some(InputGrad::Rotated(rotated)) => {
+            return forward_finished(dy, &rotated.0, None, |_, _| ()).0;
+        }
+        Some(grad) => {
+            let mut dx = super::pool::take(g.n * in_len);
+            dx.par_chunks_mut(in_len.max(1))
+                .enumerate()
+                .for_each(|(i, dxi)| {
+                    let ahead = super::next_image(dy, i, out_len);
+                    grad.image(&dy[i * out_len..(i + 1) * out_len], ahead, dxi);
+                });
+            return dx;
+        }
+        None => {}
     }
-    #[cfg(target_arch = "x86_64")]
-    if g.stride == 2 && super::direct512::available(g) {
-        return super::direct512::backward_input_stride2(dy, w, g);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if super::direct::available(g) && super::direct::stride2_suits(g) {
-        return super::direct::backward_input_stride2(dy, w, g);
-    }
-    let (k, p, out_len) = (g.k(), g.p(), g.out_len());
+    let (k, p) = (g.k(), g.p());
     let mut dx = vec![0f32; g.n * g.in_len()];
     dx.par_chunks_mut(g.in_len().max(1))
         .enumerate()

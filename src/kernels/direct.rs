@@ -19,7 +19,7 @@ mod stride2;
 use super::conv::ConvGeometry;
 use super::gemm::with_scratch;
 use std::arch::x86_64::*;
-pub(crate) use stride2::{Stride2Grad, backward_input_stride2, suits as stride2_suits};
+pub(crate) use stride2::{Stride2Grad, suits as stride2_suits};
 
 /// Lanes of a vector.
 const V: usize = 8;

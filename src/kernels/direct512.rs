@@ -22,7 +22,7 @@ mod stride2;
 use super::conv::{ConvGeometry, Epilogue};
 use super::gemm::with_scratch;
 use std::arch::x86_64::*;
-pub(crate) use stride2::{Stride2Grad, backward_input_stride2};
+pub(crate) use stride2::Stride2Grad;
 
 /// Lanes of a vector.
 const V: usize = 16;

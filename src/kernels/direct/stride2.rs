@@ -15,7 +15,7 @@ use crate::kernels::conv::ConvGeometry;
 use crate::kernels::gemm::with_scratch;
 use std::arch::x86_64::*;
 
-/// Whether `g` suits [`backward_input_stride2`]: a 3 × 3 convolution of stride 2 and padding 1,
+/// Whether `g` suits [`Stride2Grad`]: a 3 × 3 convolution of stride 2 and padding 1,
 /// AVX2 and FMA present.
 pub(crate) fn suits(g: &ConvGeometry) -> bool {
     supported(g) && g.stride == 2 && g.pad == 1
@@ -52,19 +52,6 @@ impl Phase {
         }
         Phase { offsets, w: packed }
     }
-}
-
-/// The input gradient of a stride-2 convolution (see the module documentation), one image per
-/// task.
-pub(crate) fn backward_input_stride2(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    use rayon::prelude::*;
-    let grad = Stride2Grad::new(w, g);
-    let (in_len, out_len) = (g.in_len(), g.out_len());
-    let mut dx = crate::kernels::pool::take(g.n * in_len);
-    dx.par_chunks_mut(in_len.max(1))
-        .enumerate()
-        .for_each(|(i, dxi)| grad.image(&dy[i * out_len..(i + 1) * out_len], dxi));
-    dx
 }
 
 /// The input gradient of a stride-2 convolution (see the module documentation), prepared for
@@ -257,7 +244,11 @@ mod tests {
                 data(co * ci * 9, 2),
                 data(n * co * g.ho * g.wo, 3),
             );
-            let got = backward_input_stride2(&dy, &wt, &g);
+            let (grad, in_len, out_len) = (Stride2Grad::new(&wt, &g), g.in_len(), g.out_len());
+            let mut got = vec![f32::NAN; n * in_len];
+            for (i, got) in got.chunks_exact_mut(in_len).enumerate() {
+                grad.image(&dy[i * out_len..(i + 1) * out_len], got);
+            }
             let Plain { dx, .. } = Plain::new(&g, &x, &wt, &dy);
             assert_eq!(got.len(), dx.len());
             for (a, b) in got.iter().zip(&dx) {

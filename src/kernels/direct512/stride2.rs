@@ -7,21 +7,6 @@ use crate::kernels::conv::ConvGeometry;
 use crate::kernels::gemm::with_scratch;
 use std::arch::x86_64::*;
 
-/// The input gradient of a stride-2 convolution, one image per task (see [`Stride2Grad`]).
-pub(crate) fn backward_input_stride2(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    use rayon::prelude::*;
-    let grad = Stride2Grad::new(w, g);
-    let (in_len, out_len) = (g.in_len(), g.out_len());
-    let mut dx = crate::kernels::pool::take(g.n * in_len);
-    dx.par_chunks_mut(in_len.max(1))
-        .enumerate()
-        .for_each(|(i, dxi)| {
-            let next = crate::kernels::next_image(dy, i, out_len);
-            grad.image(&dy[i * out_len..(i + 1) * out_len], next, dxi);
-        });
-    dx
-}
-
 /// The input gradient of a stride-2 convolution, prepared for one image at a time. The padded
 /// input row iy + 1 = 2a + py gets, from kernel rows ky ≡ py (mod 2), the output gradient rows
 /// a − (ky − py)/2, and likewise for columns: so each of the four phases (py, px) of dx is a
