@@ -7,7 +7,7 @@ use resnet_tui::ops::{
 };
 
 mod common;
-use common::block::{BLOCK_OUTPUTS, block, var};
+use common::block::{BLOCK_OUTPUTS, block, params, var};
 use common::numeric::{assert_close, random, values};
 
 #[test]
@@ -139,17 +139,6 @@ fn chain_vars(chain: &Chain) -> Result<Vec<[Var; 6]>> {
             ])
         })
         .collect()
-}
-
-fn params(v: &[Var; 6]) -> BasicBlockParams<'_> {
-    BasicBlockParams {
-        conv1: v[0].as_tensor(),
-        gamma1: v[1].as_tensor(),
-        beta1: v[2].as_tensor(),
-        conv2: v[3].as_tensor(),
-        gamma2: v[4].as_tensor(),
-        beta2: v[5].as_tensor(),
-    }
 }
 
 /// The blocks of `chain` with the parameters `vars`, as a run.

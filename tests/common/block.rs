@@ -15,6 +15,18 @@ pub fn var(dims: &[usize], seed: u64) -> Result<Var> {
     Var::from_tensor(&random(dims, seed)?)
 }
 
+/// A block's parameters from its six variables (conv1, γ1, β1, conv2, γ2, β2).
+pub fn params(v: &[Var; 6]) -> BasicBlockParams<'_> {
+    BasicBlockParams {
+        conv1: v[0].as_tensor(),
+        gamma1: v[1].as_tensor(),
+        beta1: v[2].as_tensor(),
+        conv2: v[3].as_tensor(),
+        gamma2: v[4].as_tensor(),
+        beta2: v[5].as_tensor(),
+    }
+}
+
 /// Output, the four statistics, and the gradients of x and of all six parameters.
 pub fn block(
     dims: [usize; 4],
@@ -33,16 +45,8 @@ pub fn block(
         var(&[co], 6)?,
         var(&[co], 7)?,
     ];
-    let p = BasicBlockParams {
-        conv1: vars[0].as_tensor(),
-        gamma1: vars[1].as_tensor(),
-        beta1: vars[2].as_tensor(),
-        conv2: vars[3].as_tensor(),
-        gamma2: vars[4].as_tensor(),
-        beta2: vars[5].as_tensor(),
-    };
     let (y, [(m1, v1), (m2, v2)]) =
-        ops::basic_block_train(x.as_tensor(), &p, stride, sc, 1e-5, backend)?;
+        ops::basic_block_train(x.as_tensor(), &params(&vars), stride, sc, 1e-5, backend)?;
     let r = Tensor::from_vec(values(y.elem_count(), 9), y.dims(), &Device::Cpu)?;
     let grads = (&y * &r)?.sum_all()?.backward()?;
     let mut out = vec![
