@@ -19,7 +19,7 @@ mod stride2;
 use super::conv::ConvGeometry;
 use super::gemm::with_scratch;
 use std::arch::x86_64::*;
-pub(crate) use stride2::{Stride2Grad, suits as stride2_suits};
+pub(crate) use stride2::{Stride2Grad, phase_taps, suits as stride2_suits};
 
 /// Lanes of a vector.
 const V: usize = 8;

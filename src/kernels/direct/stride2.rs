@@ -21,6 +21,22 @@ pub(crate) fn suits(g: &ConvGeometry) -> bool {
     supported(g) && g.stride == 2 && g.pad == 1
 }
 
+/// The kernel taps (ky, kx) of phase (py, px) = (phase / 2, phase % 2) of a stride-2 3 × 3
+/// input gradient (ky ≡ py, kx ≡ px mod 2: 1, 2 or 4 of them), and where each reads the output
+/// gradient, zero-padded by 1 in planes of rows `row` apart, relative to the grid position: output
+/// gradient row a − (ky − py)/2 is padded row a + 1 − (ky − py)/2, columns likewise.
+pub(crate) fn phase_taps(phase: usize, row: usize) -> (Vec<(usize, usize)>, Vec<usize>) {
+    let (py, px) = (phase / 2, phase % 2);
+    let taps: Vec<(usize, usize)> = (py..3)
+        .step_by(2)
+        .flat_map(|ky| (px..3).step_by(2).map(move |kx| (ky, kx)))
+        .collect();
+    let offsets = (taps.iter())
+        .map(|&(ky, kx)| (1 - (ky - py) / 2) * row + 1 - (kx - px) / 2)
+        .collect();
+    (taps, offsets)
+}
+
 /// One phase (py, px) of dx: where its taps read the padded output gradient, relative to the
 /// grid position, and its weight as [channel block][output channel][tap][NO] (zero past the
 /// last input channel).
@@ -31,15 +47,7 @@ struct Phase {
 
 impl Phase {
     fn new(phase: usize, w: &[f32], g: &ConvGeometry, row: usize) -> Self {
-        let (py, px) = (phase / 2, phase % 2);
-        let taps: Vec<(usize, usize)> = (py..3)
-            .step_by(2)
-            .flat_map(|ky| (px..3).step_by(2).map(move |kx| (ky, kx)))
-            .collect();
-        // Output gradient row a − (ky − py)/2 is padded row a + 1 − (ky − py)/2.
-        let offsets = (taps.iter())
-            .map(|&(ky, kx)| (1 - (ky - py) / 2) * row + 1 - (kx - px) / 2)
-            .collect();
+        let (taps, offsets) = phase_taps(phase, row);
         let (ci, co, nt) = (g.ci, g.co, taps.len());
         let mut packed = vec![0f32; ci.div_ceil(NO) * co * nt * NO];
         for c in 0..ci {

@@ -31,15 +31,7 @@ impl Stride2Grad {
         let grid = Grid::new(g.ho, g.wo, 1, g.ho + 1);
         let phases = (0..4)
             .map(|phase| {
-                let (py, px) = (phase / 2, phase % 2);
-                let (kys, kxs) = ((py..3).step_by(2), (px..3).step_by(2));
-                let kernel_taps: Vec<(usize, usize)> = kys
-                    .flat_map(|ky| kxs.clone().map(move |kx| (ky, kx)))
-                    .collect();
-                let offsets = kernel_taps
-                    .iter()
-                    .map(|&(ky, kx)| (1 - (ky - py) / 2) * grid.wg + 1 - (kx - px) / 2)
-                    .collect();
+                let (kernel_taps, offsets) = crate::kernels::direct::phase_taps(phase, grid.wg);
                 let taps: Vec<usize> = kernel_taps.iter().map(|&(ky, kx)| ky * 3 + kx).collect();
                 (offsets, pack(w, g.ci, (g.ci, g.co), &taps, |c, o| (o, c)))
             })
