@@ -55,6 +55,19 @@ fn chunk(ci: usize, co: usize) -> (usize, usize) {
     }
 }
 
+/// How the tiles of images `th` × `tw` tiles go into chunks of about `chunk` tiles: `piece` tile
+/// rows at a time (whole rows, at least one), `batch` whole images at a time where a piece is a
+/// whole image, and the chunk's `span` of tiles.
+pub(super) fn pieces(chunk: usize, (th, tw): (usize, usize)) -> (usize, usize, usize) {
+    let piece = (chunk / tw).clamp(1, th);
+    let batch = if piece == th {
+        (chunk / (th * tw)).max(1)
+    } else {
+        1
+    };
+    (piece, batch, chunk.max(piece * tw))
+}
+
 /// Zeroes the padding (one pixel wide) of `xt`, image (C × H × W) pixel-major with padding 1,
 /// whose inside [`simd::nhwc_padded`] writes.
 pub(super) fn zero_border(xt: &mut [f32], (ci, h, w): (usize, usize, usize)) {
@@ -170,13 +183,7 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
     // Pieces of whole tile rows (of a multiple of 16 tiles, `supported`), or whole images,
     // into chunks of `span` tiles.
     let (chunk, pass) = chunk(ci, co);
-    let piece = (chunk / tw).clamp(1, th);
-    let batch = if piece == th {
-        (chunk / (th * tw)).max(1)
-    } else {
-        1
-    };
-    let span = chunk.max(piece * tw);
+    let (piece, batch, span) = pieces(chunk, (th, tw));
     let xt_len = (g.h + 2) * wp * ci;
     let (vs, ws, ms) = (stride(span * ci), stride(co * span), stride(co * ci));
     let lens = (batch, XI, pass * GROUP * vs, pass * GROUP * ws);

@@ -18,7 +18,7 @@
 
 use super::Parts;
 use super::conv::ConvGeometry;
-use super::wino_grad::{kernels_of, per_part, products, stride};
+use super::wino_grad::{kernels_of, per_part, pieces, products, stride};
 use super::wino4::bt;
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -60,13 +60,7 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, parts: Parts)
     let (in_len, out_len) = (ci * hw, co * hw);
     assert!(x.len() >= g.n * in_len && dy.len() >= g.n * out_len);
     // Pieces of whole tile rows (16 tiles at least) or whole images into chunks of `span`.
-    let piece = (CHUNK / tw).clamp(1, th);
-    let batch = if piece == th {
-        (CHUNK / (th * tw)).max(1)
-    } else {
-        1
-    };
-    let span = CHUNK.max(piece * tw);
+    let (piece, batch, span) = pieces(CHUNK, (th, tw));
     let xt_len = (g.h + 2) * wp * ci;
     let lens = (batch, XI, XI * stride(span * ci), XI * stride(co * span));
     let group =
