@@ -482,6 +482,21 @@ unsafe fn output_transform(m: &[f32], co: usize, ci: usize) -> Vec<f32> {
     unsafe { kernels_of(m, co, ci, gt) }
 }
 
+/// The nine taps of `L` input channels from `cv` of output `o` (`taps[k][l]`: tap k of channel
+/// cv + l) into their places in dW (O, C, 3, 3) of `ci` input channels.
+pub(super) fn scatter_taps<const L: usize>(
+    taps: &[[f32; L]; 9],
+    (o, cv, ci): (usize, usize, usize),
+    dw: &mut [f32],
+) {
+    for l in 0..L {
+        let at = (o * ci + cv + l) * 9;
+        for (k, tap) in taps.iter().enumerate() {
+            dw[at + k] = tap[l];
+        }
+    }
+}
+
 /// `dW = Gᵀ M G` of m[ξ][o][c] (N × N transformed positions, ξ = N·a + b, each ξ's part
 /// `stride(co·ci)` floats) into dW (O, C, 3, 3), with vectors over 16 input channels and `gt`
 /// the product of Gᵀ (3 × N) with N values.
@@ -511,12 +526,7 @@ pub(super) unsafe fn kernels_of<const N: usize>(
                     unsafe { _mm512_storeu_ps(out[ky * 3 + kx].as_mut_ptr(), r[kx]) };
                 }
             }
-            for l in 0..V {
-                let at = (o * ci + cv + l) * 9;
-                for (k, out) in out.iter().enumerate() {
-                    dw[at + k] = out[l];
-                }
-            }
+            scatter_taps(&out, (o, cv, ci), &mut dw);
         }
     }
     dw

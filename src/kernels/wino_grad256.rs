@@ -12,7 +12,7 @@
 
 use super::Parts;
 use super::conv::ConvGeometry;
-use super::wino_grad::{per_part, stride};
+use super::wino_grad::{per_part, scatter_taps, stride};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -435,12 +435,7 @@ unsafe fn output_transform(m: &[f32], co: usize, ci: usize) -> Vec<f32> {
                     unsafe { _mm256_storeu_ps(out[ky * 3 + kx].as_mut_ptr(), r[kx]) };
                 }
             }
-            for l in 0..V {
-                let at = (o * ci + cv + l) * 9;
-                for (k, out) in out.iter().enumerate() {
-                    dw[at + k] = out[l];
-                }
-            }
+            scatter_taps(&out, (o, cv, ci), &mut dw);
         }
     }
     dw
