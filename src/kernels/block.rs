@@ -99,6 +99,14 @@ enum Residual {
     Padded(Vec<f32>),
 }
 
+impl Drop for BlockEnd {
+    fn drop(&mut self) {
+        if let Residual::Padded(r) = &mut self.residual {
+            pool::give(std::mem::take(r));
+        }
+    }
+}
+
 impl BlockEnd {
     /// Image `i` of the output of the block that saved `saved` on the input `x`, into `y`.
     pub(crate) fn image(&self, i: usize, saved: &BlockSaved, x: &[f32], y: &mut [f32]) {

@@ -384,5 +384,6 @@ fn stem_backward(
     let (dz, dgamma, dbeta) = batchnorm::backward(&s.z, dy, gamma, &s.bn, true, dims);
     let dw = conv::backward_weight(x, &dz, g);
     let dx = need_dx.then(|| conv::backward_input(&dz, w, g));
+    pool::give(dz);
     (dx, [dw, dgamma, dbeta].concat())
 }
