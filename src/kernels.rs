@@ -25,6 +25,7 @@ mod gemm;
 mod im2col;
 mod pool;
 pub mod profile;
+mod sgd;
 mod shifted;
 mod simd;
 #[cfg(test)]
@@ -54,6 +55,7 @@ pub use block_run::{RunBlock, RunStem, Trunk, basic_blocks_train, trunk_train};
 pub use conv::{ConvGeometry, conv2d, conv2d_backward};
 pub use eltwise::{add_relu, shortcut_a};
 pub use fused::{BatchNormEval, conv2d_batch_norm_eval, conv2d_batch_norm_train};
+pub use sgd::{SgdRule, all_finite, sgd_update};
 
 /// A fieldless enum whose variants have names (`bench --conv`, `--isa`): `ALL` (in order, so
 /// `ALL[v as usize] == v`), `name`, `FromStr` (the error lists the names) and `Display`.

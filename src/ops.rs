@@ -7,7 +7,7 @@ use candle_core::{D, Result, Tensor};
 
 pub use crate::kernels::{
     BasicBlockEval, BasicBlockParams, BatchNormEval, BlockShortcut, BlockStats, EvalBlock,
-    RunBlock, RunStem, Trunk,
+    RunBlock, RunStem, SgdRule, Trunk,
 };
 
 /// Which implementation of the hot ops to use on CPU.
@@ -343,4 +343,56 @@ pub fn shortcut_a(x: &Tensor, out_channels: usize, backend: Backend) -> Result<T
         .reshape((n, c, ho, wo))?;
     let low = (out_channels - c) / 2;
     sub.pad_with_zeros(1, low, out_channels - c - low)
+}
+
+/// One SGD step of parameter `p` with gradient `g` and momentum buffer `buf` (none before the
+/// first step; see [`crate::optim`] for the rule): the new parameter and, with momentum, the new
+/// buffer. On the CPU in one pass ([`kernels::sgd_update`]), elsewhere with tensor ops; the
+/// same bits either way.
+pub fn sgd_update(
+    p: &Tensor,
+    g: &Tensor,
+    buf: Option<&Tensor>,
+    rule: &SgdRule,
+) -> Result<(Tensor, Option<Tensor>)> {
+    if [p, g].into_iter().chain(buf).all(kernels::supports) {
+        return kernels::sgd_update(p, g, buf, rule);
+    }
+    sgd_update_stock(p, g, buf, rule)
+}
+
+/// [`sgd_update`] with candle's tensor ops.
+pub fn sgd_update_stock(
+    p: &Tensor,
+    g: &Tensor,
+    buf: Option<&Tensor>,
+    r: &SgdRule,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let mut g = g.clone();
+    if r.weight_decay != 0.0 {
+        g = (g + (p * r.weight_decay)?)?;
+    }
+    let mut new_buf = None;
+    if r.momentum != 0.0 {
+        let buf = match buf {
+            None => g.clone(),
+            Some(buf) => ((buf * r.momentum)? + (&g * (1.0 - r.dampening))?)?,
+        };
+        g = if r.nesterov {
+            (g + (&buf * r.momentum)?)?
+        } else {
+            buf.clone()
+        };
+        new_buf = Some(buf);
+    }
+    Ok(((p - (g * r.lr)?)?, new_buf))
+}
+
+/// Whether every value of `t` is finite, read directly from a CPU tensor (`None` for a tensor
+/// elsewhere, which [`crate::optim::all_finite`] checks with tensor ops and one read-back).
+pub fn all_finite_on_cpu(t: &Tensor) -> Result<Option<bool>> {
+    match kernels::supports(t) {
+        true => kernels::all_finite(t).map(Some),
+        false => Ok(None),
+    }
 }

@@ -9,7 +9,9 @@
 //! p = p - lr * g
 //! ```
 
+use crate::ops::SgdRule;
 use candle_core::{Result, Tensor, Var, backprop::GradStore};
+use rayon::prelude::*;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SgdConfig {
@@ -76,32 +78,25 @@ impl Sgd {
     /// The new value of every parameter that has a gradient, and its new momentum buffer.
     fn updates(&self, grads: &GradStore, lr: f64) -> Result<Vec<(usize, Tensor, Option<Tensor>)>> {
         let c = &self.config;
-        let mut out = Vec::with_capacity(self.slots.len());
-        for (i, slot) in self.slots.iter().enumerate() {
-            let Some(grad) = grads.get(slot.var.as_tensor()) else {
-                continue;
+        // On the CPU each parameter's update is one pass over its data: the threads share them.
+        let update = |(i, slot): (usize, &Slot)| {
+            let grad = grads.get(slot.var.as_tensor())?;
+            let rule = SgdRule {
+                lr,
+                momentum: c.momentum,
+                dampening: c.dampening,
+                nesterov: c.nesterov,
+                weight_decay: if slot.decay { c.weight_decay } else { 0.0 },
             };
             let p = slot.var.as_tensor().detach();
-            let mut g = grad.detach();
-            if c.weight_decay != 0.0 && slot.decay {
-                g = (g + (&p * c.weight_decay)?)?;
-            }
-            let mut new_buf = None;
-            if c.momentum != 0.0 {
-                let buf = match &slot.momentum {
-                    None => g.clone(),
-                    Some(buf) => ((buf * c.momentum)? + (&g * (1.0 - c.dampening))?)?,
-                };
-                g = if c.nesterov {
-                    (g + (&buf * c.momentum)?)?
-                } else {
-                    buf.clone()
-                };
-                new_buf = Some(buf);
-            }
-            out.push((i, (p - (g * lr)?)?, new_buf));
-        }
-        Ok(out)
+            let new = crate::ops::sgd_update(&p, &grad.detach(), slot.momentum.as_ref(), &rule);
+            Some(new.map(|(p, buf)| (i, p, buf)))
+        };
+        self.slots
+            .par_iter()
+            .enumerate()
+            .filter_map(update)
+            .collect()
     }
 
     fn apply(&mut self, i: usize, p: &Tensor, buf: Option<Tensor>) -> Result<()> {
@@ -145,16 +140,21 @@ impl Sgd {
     }
 }
 
-/// Whether every value of `tensors` is finite: x * 0 is 0 for finite x and NaN for an infinity
-/// or a NaN, so one sum answers without the overflow a sum of squares of huge values would give.
+/// Whether every value of `tensors` is finite: a CPU tensor is read directly; for the others
+/// x * 0 is 0 for finite x and NaN for an infinity or a NaN, so one sum answers (with one
+/// read-back for them all) without the overflow a sum of squares of huge values would give.
 pub fn all_finite<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> Result<bool> {
     let mut parts = Vec::new();
     for t in tensors {
-        parts.push(
-            t.affine(0.0, 0.0)?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F32)?,
-        );
+        match crate::ops::all_finite_on_cpu(t)? {
+            Some(true) => {}
+            Some(false) => return Ok(false),
+            None => parts.push(
+                t.affine(0.0, 0.0)?
+                    .sum_all()?
+                    .to_dtype(candle_core::DType::F32)?,
+            ),
+        }
     }
     if parts.is_empty() {
         return Ok(true);
