@@ -362,7 +362,8 @@ impl BlockShape {
         // convolution's input and weight gradients and (second convolution) the first batch
         // norm's sums while it is in cache.
         let coefs2 = batchnorm::GradCoefs::new(&sums2, gamma2, &s.bn2, dims);
-        let dx2 = conv::Rotated::new(w2, g2).expect("a block's second convolution has stride 1");
+        let dx2 =
+            conv::Rotated::batched(w2, g2).expect("a block's second convolution has stride 1");
         let mut dz2 = pool::take(g.len());
         let mut dy1 = pool::take(g.len());
         let done: Vec<(Vec<f32>, Vec<[f64; 2]>)> = (dz2.par_chunks_mut(per * out_len))
@@ -370,14 +371,21 @@ impl BlockShape {
             .zip(&parts)
             .map(|((dz, d1), images)| {
                 let mut sums = Vec::with_capacity(images.len() * g1.co);
-                let each = dz
-                    .chunks_exact_mut(out_len)
-                    .zip(d1.chunks_exact_mut(out_len));
-                for (i, (dz, d1)) in images.clone().zip(each) {
-                    coefs2.image_dx(i, (&g, &s.z2), (&s.bn2, false), dz);
-                    dx2.image(dz, super::next_image(&s.z2, i, out_len), d1);
-                    let bn1 = batchnorm::image_grad_sums(i, d1, &s.z1, &s.bn1, true, hw);
-                    sums.extend(bn1);
+                // In groups of the images the convolution takes at once.
+                let k = dx2.per_call() * out_len;
+                let mut first = images.start;
+                for (dz, d1) in dz.chunks_mut(k).zip(d1.chunks_mut(k)) {
+                    let count = dz.len() / out_len.max(1);
+                    for (j, dz) in dz.chunks_exact_mut(out_len).enumerate() {
+                        coefs2.image_dx(first + j, (&g, &s.z2), (&s.bn2, false), dz);
+                    }
+                    let ahead = super::next_image(&s.z2, first + count - 1, out_len);
+                    dx2.images(dz, count, ahead, d1);
+                    for (j, d1) in d1.chunks_exact(out_len).enumerate() {
+                        let i = first + j;
+                        sums.extend(batchnorm::image_grad_sums(i, d1, &s.z1, &s.bn1, true, hw));
+                    }
+                    first += count;
                 }
                 let g2 = ConvGeometry {
                     n: images.len(),
@@ -399,7 +407,7 @@ impl BlockShape {
         let coefs1 = batchnorm::GradCoefs::new(&sums1.concat(), gamma1, &s.bn1, dims);
         // The input gradient goes along image by image where a kernel makes it so (else the
         // whole batch's after).
-        let dx1 = need_dx.then(|| conv::InputGrad::new(w1, g1)).flatten();
+        let dx1 = need_dx.then(|| conv::InputGrad::batched(w1, g1)).flatten();
         let in_len = g1.in_len();
         let mut dx = pool::take(if dx1.is_some() { g1.n * in_len } else { 0 });
         let dx_parts: Vec<&mut [f32]> = match dx1 {
@@ -412,17 +420,28 @@ impl BlockShape {
             .zip(&parts)
             .map(|((dz, dxp), images)| {
                 let mut prev_sums = Vec::new();
-                for (k, i) in images.clone().enumerate() {
-                    let dz = &mut dz[k * out_len..][..out_len];
-                    coefs1.image_dx(i, (&dy1, &s.z1), (&s.bn1, true), dz);
+                // In groups of the images the convolution takes at once.
+                let per_call = dx1.as_ref().map_or(1, conv::InputGrad::per_call);
+                let mut at = 0;
+                while at < images.len() {
+                    let (first, count) = (images.start + at, per_call.min(images.len() - at));
+                    let dz = &mut dz[at * out_len..][..count * out_len];
+                    for (j, dz) in dz.chunks_exact_mut(out_len).enumerate() {
+                        coefs1.image_dx(first + j, (&dy1, &s.z1), (&s.bn1, true), dz);
+                    }
                     if let Some(dx1) = &dx1 {
-                        let dxi = &mut dxp[k * in_len..][..in_len];
-                        dx1.image(dz, super::next_image(&dy1, i, out_len), dxi);
-                        self.shortcut_backward(&g[i * out_len..][..out_len], dxi);
-                        if let Some(done) = done_image {
-                            prev_sums.extend(done(i, dxi));
+                        let dxs = &mut dxp[at * in_len..][..count * in_len];
+                        let ahead = super::next_image(&dy1, first + count - 1, out_len);
+                        dx1.images(g1, dz, count, ahead, dxs);
+                        for (j, dxi) in dxs.chunks_exact_mut(in_len).enumerate() {
+                            let i = first + j;
+                            self.shortcut_backward(&g[i * out_len..][..out_len], dxi);
+                            if let Some(done) = done_image {
+                                prev_sums.extend(done(i, dxi));
+                            }
                         }
                     }
+                    at += count;
                 }
                 let xs = &x[images.start * in_len..images.end * in_len];
                 let g1 = ConvGeometry {

@@ -287,22 +287,31 @@ pub(crate) fn forward_stats_filled(
     w: &[f32],
     g: &ConvGeometry,
 ) -> (Vec<f32>, Vec<[f64; 2]>) {
-    let prepared = Prepared::new(w, g);
+    let prepared = Prepared::batched(w, g);
     let (in_len, p) = (g.in_len().max(1), g.p().max(1));
-    let one = |i: usize, xi: &mut [f32], o: &mut [f32]| -> Vec<[f64; 2]> {
-        fill(i, xi);
-        prepared.image_ahead(xi, super::next_image(source, i, in_len), o);
+    // The images in groups the kernel convolves at once (one, or three 16 × 16 ones).
+    let k = prepared.per_call();
+    let group = |first: usize, xs: &mut [f32], o: &mut [f32]| -> Vec<[f64; 2]> {
+        let count = xs.len() / in_len;
+        for (j, xi) in xs.chunks_exact_mut(in_len).enumerate() {
+            fill(first + j, xi);
+        }
+        let ahead = super::next_image(source, first + count - 1, in_len);
+        prepared.images_ahead(xs, count, ahead, o);
         let planes = o.chunks_exact(p);
         planes.map(super::batchnorm::plane_stats).collect()
     };
     let mut out = super::pool::take(g.n * g.out_len());
-    let outs = out.par_chunks_mut(g.out_len().max(1)).enumerate();
+    let outs = out.par_chunks_mut((k * g.out_len()).max(1)).enumerate();
     let stats: Vec<Vec<[f64; 2]>> = match x {
-        Some(x) => (outs.zip(x.par_chunks_mut(in_len)))
-            .map(|((i, o), xi)| one(i, xi, o))
+        Some(x) => (outs.zip(x.par_chunks_mut(k * in_len)))
+            .map(|((b, o), xs)| group(b * k, xs, o))
             .collect(),
         None => outs
-            .map(|(i, o)| super::pool::with_own(in_len, |xi| one(i, xi, o)))
+            .map(|(b, o)| {
+                let count = o.len() / g.out_len().max(1);
+                super::pool::with_own(count * in_len, |xs| group(b * k, xs, o))
+            })
             .collect(),
     };
     (out, stats.concat())
@@ -348,8 +357,14 @@ pub(crate) struct Rotated(Prepared<'static>);
 
 impl Rotated {
     /// The rotated convolution of `w` (O × C × k × k) for `g`, when `g` has stride 1 and its
-    /// padding is less than the kernel.
-    pub(crate) fn new(w: &[f32], g: &ConvGeometry) -> Option<Self> {
+    /// padding is less than the kernel, for a caller that takes [`Rotated::per_call`] images at a
+    /// time with [`Rotated::images`] (see [`Prepared::batched`]).
+    pub(crate) fn batched(w: &[f32], g: &ConvGeometry) -> Option<Self> {
+        Self::prepared(w, g, true)
+    }
+
+    /// The rotated convolution of `w`, prepared for one image at a time or (`batched`) several.
+    pub(crate) fn prepared(w: &[f32], g: &ConvGeometry, batched: bool) -> Option<Self> {
         if g.stride != 1 || g.pad >= g.ksize {
             return None;
         }
@@ -374,13 +389,27 @@ impl Rotated {
             wo: g.w,
             ..*g
         };
-        Some(Rotated(Prepared::new(&rot, &gt).into_owned()))
+        let prepared = match batched {
+            true => Prepared::batched(&rot, &gt),
+            false => Prepared::new(&rot, &gt),
+        };
+        Some(Rotated(prepared.into_owned()))
     }
 
     /// The input gradient of one image: `dy` (O × Ho × Wo) into `dx` (C × H × W), prefetching
     /// `ahead` where the kernel can.
     pub(crate) fn image(&self, dy: &[f32], ahead: &[f32], dx: &mut [f32]) {
         self.0.image_ahead(dy, ahead, dx);
+    }
+
+    /// How many images [`Rotated::images`] takes at once at best.
+    pub(crate) fn per_call(&self) -> usize {
+        self.0.per_call()
+    }
+
+    /// The input gradients of `k` images (at most [`Rotated::per_call`]) at once.
+    pub(crate) fn images(&self, dy: &[f32], k: usize, ahead: &[f32], dx: &mut [f32]) {
+        self.0.images_ahead(dy, k, ahead, dx);
     }
 }
 
@@ -399,7 +428,17 @@ pub(crate) enum InputGrad {
 impl InputGrad {
     /// The kernel [`backward_input`] would use for `g`, when it works image by image.
     pub(crate) fn new(w: &[f32], g: &ConvGeometry) -> Option<Self> {
-        if let Some(rotated) = Rotated::new(w, g) {
+        Self::with(w, g, false)
+    }
+
+    /// [`InputGrad::new`] for a caller that takes [`InputGrad::per_call`] images at a time with
+    /// [`InputGrad::images`].
+    pub(crate) fn batched(w: &[f32], g: &ConvGeometry) -> Option<Self> {
+        Self::with(w, g, true)
+    }
+
+    fn with(w: &[f32], g: &ConvGeometry, batched: bool) -> Option<Self> {
+        if let Some(rotated) = Rotated::prepared(w, g, batched) {
             return Some(InputGrad::Rotated(rotated));
         }
         #[cfg(target_arch = "x86_64")]
@@ -424,6 +463,42 @@ impl InputGrad {
             InputGrad::Stride2Avx512(k) => k.image(dy, ahead, dx),
             #[cfg(target_arch = "x86_64")]
             InputGrad::Stride2Avx2(k) => k.image(dy, dx),
+        }
+    }
+
+    /// How many images [`InputGrad::images`] takes at once at best.
+    pub(crate) fn per_call(&self) -> usize {
+        match self {
+            InputGrad::Rotated(r) => r.per_call(),
+            _ => 1,
+        }
+    }
+
+    /// The input gradients of `k` images (at most [`InputGrad::per_call`]): `dy` (k × O × Ho ×
+    /// Wo) into `dx` (k × C × H × W).
+    pub(crate) fn images(
+        &self,
+        g: &ConvGeometry,
+        dy: &[f32],
+        k: usize,
+        ahead: &[f32],
+        dx: &mut [f32],
+    ) {
+        if let InputGrad::Rotated(r) = self {
+            return r.images(dy, k, ahead, dx);
+        }
+        let (in_len, out_len) = (g.in_len(), g.out_len());
+        for i in 0..k {
+            let ahead = if i + 1 == k {
+                ahead
+            } else {
+                &dy[(i + 1) * out_len..][..out_len]
+            };
+            self.image(
+                &dy[i * out_len..][..out_len],
+                ahead,
+                &mut dx[i * in_len..][..in_len],
+            );
         }
     }
 }

@@ -40,6 +40,51 @@ impl<'a> Prepared<'a> {
         Prepared { g: *g, kernel }
     }
 
+    /// [`Prepared::new`] for a caller that convolves [`Prepared::per_call`] images at a time
+    /// with [`Prepared::images_ahead`]: there 16 × 16 images go through F(4 × 4) three at a time.
+    pub fn batched(w: &'a [f32], g: &ConvGeometry) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if super::super::wino4::available_batched(g) {
+            let kernel = Kernel::Wino4(super::super::wino4::Wino4::new(w, g));
+            return Prepared { g: *g, kernel };
+        }
+        Self::new(w, g)
+    }
+
+    /// How many images [`Prepared::images_ahead`] convolves at once at best.
+    pub fn per_call(&self) -> usize {
+        match &self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wino4(wino) if wino.batches() => super::super::winograd::NV,
+            _ => 1,
+        }
+    }
+
+    /// `k` images (at most [`Prepared::per_call`]; `x` k × C × H × W) into `out` (k × O × Ho ×
+    /// Wo), prefetching `ahead` where the kernel can; each image's output the same as from
+    /// [`Prepared::image_ahead`] with this kernel.
+    pub fn images_ahead(&self, x: &[f32], k: usize, ahead: &[f32], out: &mut [f32]) {
+        let (in_len, out_len) = (self.g.in_len(), self.g.out_len());
+        #[cfg(target_arch = "x86_64")]
+        if let Kernel::Wino4(wino) = &self.kernel
+            && wino.batches()
+        {
+            return wino.images(x, k, out);
+        }
+        for i in 0..k {
+            let ahead = if i + 1 == k {
+                ahead
+            } else {
+                &x[(i + 1) * in_len..][..in_len]
+            };
+            self.image_ahead(
+                &x[i * in_len..][..in_len],
+                ahead,
+                &mut out[i * out_len..][..out_len],
+            );
+        }
+    }
+
     /// The same kernel, holding its weight.
     pub(super) fn into_owned(self) -> Prepared<'static> {
         let kernel = match self.kernel {
