@@ -124,7 +124,7 @@ impl Wino512 {
                 // check.
                 unsafe {
                     self.columns(&x[c * hw..(c + 1) * hw], r);
-                    self.rows(r, c, v);
+                    self.rows(r, c, 0, v);
                 }
             }
             // The output rows of a block's tiles (a tile vector of 4-tile rows spans rows
@@ -142,6 +142,56 @@ impl Wino512 {
                     hw,
                     span,
                     |m, at, out| self.finish(m, at, out, epilogue),
+                );
+            }
+        });
+    }
+
+    /// Whether an image's tiles fill one vector (8 × 8), so that [`Wino512::images`] takes
+    /// several.
+    pub fn batches(&self) -> bool {
+        self.th * self.tw == V
+    }
+
+    /// Up to [`NV`] images whose tiles fill one vector each (8 × 8), one block of the products:
+    /// `x` (k × C × H × W) into `out` (k × O × H × W). Each output is the same, bit for bit,
+    /// whichever images it is computed with (each lane of the products is one tile's).
+    pub fn images(&self, x: &[f32], k: usize, out: &mut [f32]) {
+        let g = &self.g;
+        let (ci, co, hw) = (g.ci, g.co, g.h * g.w);
+        assert!(self.batches() && (1..=NV).contains(&k));
+        assert!(x.len() >= k * ci * hw && out.len() >= k * co * hw);
+        assert!(crate::kernels::has_avx512());
+        let (v_len, r_len, m_len) = (XI * ci * BLOCK, self.r_len(), XI * NO * BLOCK);
+        with_scratch(v_len + r_len + m_len + V, |scratch| {
+            let skip = scratch.as_ptr().align_offset(64).min(V);
+            let (v, rest) = scratch[skip..].split_at_mut(v_len);
+            let (m, r) = rest.split_at_mut(m_len);
+            for i in 0..k {
+                for c in 0..ci {
+                    // SAFETY: AVX-512F present (asserted); the slices are the sizes these
+                    // functions check.
+                    unsafe {
+                        self.columns(&x[(i * ci + c) * hw..][..hw], r);
+                        self.rows(r, c, i, v);
+                    }
+                }
+            }
+            // SAFETY: AVX-512F present (asserted); `finish` checks its bounds.
+            unsafe {
+                blocks_through(
+                    (v, &self.u, m),
+                    (ci, co, k),
+                    &[],
+                    out,
+                    hw,
+                    |_, _| 0..0,
+                    |m, (b, ob, nv, live), out| {
+                        for j in 0..nv {
+                            let image = &mut out[(b * NV + j) * co * hw..][..co * hw];
+                            self.finish(&m[j * V..], (0, ob, 1, live), image, None)
+                        }
+                    },
                 );
             }
         });
@@ -264,16 +314,17 @@ impl Wino512 {
     }
 
     /// The row half of the input transform: channel `c`'s columns `r` into V[block][ξ][c][48],
-    /// ξ = 4a + k.
+    /// ξ = 4a + k, the image's tile vectors from tile vector `slot` on.
     ///
     /// # Safety
     /// AVX-512F present.
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows(&self, r: &[f32], c: usize, v: &mut [f32]) {
+    unsafe fn rows(&self, r: &[f32], c: usize, slot: usize, v: &mut [f32]) {
         let (tw, th, ci) = (self.tw, self.th, self.g.ci);
         let part = (th + 1) * tw;
         let tiles = th * tw;
-        assert!(r.len() >= 8 * part && v.len() >= tiles.div_ceil(BLOCK) * XI * ci * BLOCK);
+        let end = slot * V + tiles;
+        assert!(r.len() >= 8 * part && v.len() >= end.div_ceil(BLOCK) * XI * ci * BLOCK);
         let (rp, xs) = (r.as_ptr(), ci * BLOCK);
         let vp = v.as_mut_ptr();
         for k in 0..4 {
@@ -282,7 +333,8 @@ impl Wino512 {
                 // parity's rows; ξ = 0 of channel c in block t / 48 is inside `v` (asserted),
                 // and ξ 1..16 follow ci·48 floats apart.
                 unsafe {
-                    let dst = vp.add(((t / BLOCK) * XI * ci + c) * BLOCK + t % BLOCK + k * xs);
+                    let st = slot * V + t;
+                    let dst = vp.add(((st / BLOCK) * XI * ci + c) * BLOCK + st % BLOCK + k * xs);
                     let even = rp.add(k * 2 * part + t);
                     let odd = even.add(part);
                     // Padded rows 2i, 2i + 1, 2i + 2, 2i + 3 of tile row i.

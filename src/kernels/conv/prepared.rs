@@ -41,7 +41,8 @@ impl<'a> Prepared<'a> {
     }
 
     /// [`Prepared::new`] for a caller that convolves [`Prepared::per_call`] images at a time
-    /// with [`Prepared::images_ahead`]: there 16 × 16 images go through F(4 × 4) three at a time.
+    /// with [`Prepared::images_ahead`]: there 16 × 16 images go through F(4 × 4) and 8 × 8 ones
+    /// through F(2 × 2) three at a time (an image's tiles are one vector).
     pub fn batched(w: &'a [f32], g: &ConvGeometry) -> Self {
         #[cfg(target_arch = "x86_64")]
         if super::super::wino4::available_batched(g) {
@@ -56,6 +57,8 @@ impl<'a> Prepared<'a> {
         match &self.kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Wino4(wino) if wino.batches() => super::super::winograd::NV,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wino512(wino) if wino.batches() => super::super::winograd::NV,
             _ => 1,
         }
     }
@@ -67,6 +70,12 @@ impl<'a> Prepared<'a> {
         let (in_len, out_len) = (self.g.in_len(), self.g.out_len());
         #[cfg(target_arch = "x86_64")]
         if let Kernel::Wino4(wino) = &self.kernel
+            && wino.batches()
+        {
+            return wino.images(x, k, out);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Kernel::Wino512(wino) = &self.kernel
             && wino.batches()
         {
             return wino.images(x, k, out);
