@@ -283,6 +283,13 @@ fn next_image(batch: &[f32], i: usize, len: usize) -> &[f32] {
     batch.get((i + 1) * len..(i + 2) * len).unwrap_or(&[])
 }
 
+/// The `count` images of a batch (`len` floats each) after images `first..first + count`, or
+/// as many as there are: what a kernel working on a group of images prefetches.
+fn next_images(batch: &[f32], (first, count): (usize, usize), len: usize) -> &[f32] {
+    let from = ((first + count) * len).min(batch.len());
+    &batch[from..((first + 2 * count) * len).min(batch.len())]
+}
+
 /// Whether the custom kernels can run on `t`: an f32 tensor on the CPU.
 pub fn supports(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32

@@ -379,7 +379,7 @@ impl BlockShape {
                     for (j, dz) in dz.chunks_exact_mut(out_len).enumerate() {
                         coefs2.image_dx(first + j, (&g, &s.z2), (&s.bn2, false), dz);
                     }
-                    let ahead = super::next_image(&s.z2, first + count - 1, out_len);
+                    let ahead = super::next_images(&s.z2, (first, count), out_len);
                     dx2.images(dz, count, ahead, d1);
                     for (j, d1) in d1.chunks_exact(out_len).enumerate() {
                         let i = first + j;
@@ -431,7 +431,7 @@ impl BlockShape {
                     }
                     if let Some(dx1) = &dx1 {
                         let dxs = &mut dxp[at * in_len..][..count * in_len];
-                        let ahead = super::next_image(&dy1, first + count - 1, out_len);
+                        let ahead = super::next_images(&dy1, (first, count), out_len);
                         dx1.images(g1, dz, count, ahead, dxs);
                         for (j, dxi) in dxs.chunks_exact_mut(in_len).enumerate() {
                             let i = first + j;

@@ -296,7 +296,7 @@ pub(crate) fn forward_stats_filled(
         for (j, xi) in xs.chunks_exact_mut(in_len).enumerate() {
             fill(first + j, xi);
         }
-        let ahead = super::next_image(source, first + count - 1, in_len);
+        let ahead = super::next_images(source, (first, count), in_len);
         prepared.images_ahead(xs, count, ahead, o);
         let planes = o.chunks_exact(p);
         planes.map(super::batchnorm::plane_stats).collect()

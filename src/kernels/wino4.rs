@@ -154,9 +154,10 @@ impl Wino4 {
     }
 
     /// Up to [`NV`] images whose tiles fill one vector each (16 × 16), one block of the
-    /// products: `x` (k × C × H × W) into `out` (k × O × H × W). Each output is the same, bit
-    /// for bit, whichever images it is computed with (each lane of the products is one tile's).
-    pub fn images(&self, x: &[f32], k: usize, out: &mut [f32]) {
+    /// products: `x` (k × C × H × W) into `out` (k × O × H × W), prefetching `ahead` (the next
+    /// images' inputs) into L2 meanwhile. Each output is the same, bit for bit, whichever
+    /// images it is computed with (each lane of the products is one tile's).
+    pub fn images(&self, x: &[f32], k: usize, ahead: &[f32], out: &mut [f32]) {
         let g = &self.g;
         let (ci, co, hw) = (g.ci, g.co, g.h * g.w);
         assert!(self.tvs == 1 && (1..=NV).contains(&k));
@@ -180,7 +181,7 @@ impl Wino4 {
                 blocks_through(
                     (v, &self.u, m),
                     (ci, co, k),
-                    &[],
+                    ahead,
                     out,
                     hw,
                     |_, _| 0..0,

@@ -72,13 +72,13 @@ impl<'a> Prepared<'a> {
         if let Kernel::Wino4(wino) = &self.kernel
             && wino.batches()
         {
-            return wino.images(x, k, out);
+            return wino.images(x, k, ahead, out);
         }
         #[cfg(target_arch = "x86_64")]
         if let Kernel::Wino512(wino) = &self.kernel
             && wino.batches()
         {
-            return wino.images(x, k, out);
+            return wino.images(x, k, ahead, out);
         }
         for i in 0..k {
             let ahead = if i + 1 == k {

@@ -51,7 +51,7 @@ fn several_16x16_images_at_once_give_each_image_the_bits_it_gets_alone() {
         assert!(kernel.batches());
         for k in 1..=3 {
             let mut together = vec![f32::NAN; k * co * 256];
-            kernel.images(&x[..k * ci * 256], k, &mut together);
+            kernel.images(&x[..k * ci * 256], k, &[], &mut together);
             for i in 0..k {
                 let mut alone = vec![f32::NAN; co * 256];
                 kernel.image_finished(&x[i * ci * 256..][..ci * 256], &[], &mut alone, None);

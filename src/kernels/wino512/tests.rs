@@ -54,7 +54,7 @@ fn several_8x8_images_at_once_give_each_image_the_bits_it_gets_alone() {
         assert!(kernel.batches());
         for k in 1..=3 {
             let mut together = vec![f32::NAN; k * co * 64];
-            kernel.images(&x[..k * ci * 64], k, &mut together);
+            kernel.images(&x[..k * ci * 64], k, &[], &mut together);
             for i in 0..k {
                 let mut alone = vec![f32::NAN; co * 64];
                 kernel.image_finished(&x[i * ci * 64..][..ci * 64], &[], &mut alone, None);
