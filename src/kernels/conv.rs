@@ -317,6 +317,26 @@ pub(crate) fn forward_stats_filled(
     (out, stats.concat())
 }
 
+/// A one-image kernel `f(input, ahead, output)` over `k` images of `lens` = (input, output)
+/// floats each, every image prefetching the next one's input (the last one `ahead`).
+pub(crate) fn each_image(
+    (x, k, ahead): (&[f32], usize, &[f32]),
+    (out, (in_len, out_len)): (&mut [f32], (usize, usize)),
+    f: impl Fn(&[f32], &[f32], &mut [f32]),
+) {
+    for i in 0..k {
+        let ahead = match i + 1 == k {
+            true => ahead,
+            false => &x[(i + 1) * in_len..][..in_len],
+        };
+        f(
+            &x[i * in_len..][..in_len],
+            ahead,
+            &mut out[i * out_len..][..out_len],
+        );
+    }
+}
+
 /// The gradient with respect to the input.
 pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (in_len, out_len) = (g.in_len(), g.out_len());
@@ -487,19 +507,10 @@ impl InputGrad {
         if let InputGrad::Rotated(r) = self {
             return r.images(dy, k, ahead, dx);
         }
-        let (in_len, out_len) = (g.in_len(), g.out_len());
-        for i in 0..k {
-            let ahead = if i + 1 == k {
-                ahead
-            } else {
-                &dy[(i + 1) * out_len..][..out_len]
-            };
-            self.image(
-                &dy[i * out_len..][..out_len],
-                ahead,
-                &mut dx[i * in_len..][..in_len],
-            );
-        }
+        let lens = (g.out_len(), g.in_len());
+        each_image((dy, k, ahead), (dx, lens), |dy, ahead, dx| {
+            self.image(dy, ahead, dx)
+        });
     }
 }
 

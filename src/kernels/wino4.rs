@@ -20,7 +20,7 @@
 
 use super::conv::{ConvGeometry, Epilogue};
 use super::gemm::with_scratch;
-use super::winograd::{BLOCK, NO, NV, V, blocks_through, transformed_weight};
+use super::winograd::{BLOCK, NO, NV, V, blocks_through, images_through, transformed_weight};
 use std::arch::x86_64::*;
 
 /// Transformed positions per tile (6 × 6).
@@ -176,22 +176,15 @@ impl Wino4 {
                     unsafe { self.transform_input(xc, c, i, v) };
                 }
             }
+            let out = (out, co * hw);
             // SAFETY: AVX-512F present (asserted); `finish` checks its bounds.
             unsafe {
-                blocks_through(
+                images_through(
                     (v, &self.u, m),
                     (ci, co, k),
                     ahead,
                     out,
-                    hw,
-                    |_, _| 0..0,
-                    |m, (b, ob, nv, live), out| {
-                        for j in 0..nv {
-                            let image = &mut out[(b * NV + j) * co * hw..][..co * hw];
-                            let mj = &m[j * V..];
-                            self.finish(mj, (0, ob, 1, live), image, None)
-                        }
-                    },
+                    |m, (ob, live), out| self.finish(m, (0, ob, 1, live), out, None),
                 );
             }
         });

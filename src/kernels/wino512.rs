@@ -20,7 +20,7 @@
 use super::conv::{ConvGeometry, Epilogue};
 use super::direct512::lanes;
 use super::gemm::with_scratch;
-use super::winograd::{BLOCK, NO, NV, V, blocks_through, transformed_weight};
+use super::winograd::{BLOCK, NO, NV, V, blocks_through, images_through, transformed_weight};
 use std::arch::x86_64::*;
 
 /// Transformed positions per tile (4 × 4).
@@ -178,21 +178,15 @@ impl Wino512 {
                     }
                 }
             }
+            let out = (out, co * hw);
             // SAFETY: AVX-512F present (asserted); `finish` checks its bounds.
             unsafe {
-                blocks_through(
+                images_through(
                     (v, &self.u, m),
                     (ci, co, k),
                     ahead,
                     out,
-                    hw,
-                    |_, _| 0..0,
-                    |m, (b, ob, nv, live), out| {
-                        for j in 0..nv {
-                            let image = &mut out[(b * NV + j) * co * hw..][..co * hw];
-                            self.finish(&m[j * V..], (0, ob, 1, live), image, None)
-                        }
-                    },
+                    |m, (ob, live), out| self.finish(m, (0, ob, 1, live), out, None),
                 );
             }
         });

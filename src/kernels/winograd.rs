@@ -157,6 +157,40 @@ pub(super) unsafe fn product<const N: usize>(
     }
 }
 
+/// [`blocks_through`] for `k` images whose tiles are one vector each (V holds image i's as tile
+/// vector i): the output transform image by image, `finish(m from the image's vector, (ob,
+/// live), the image's output of out_len floats)`.
+///
+/// # Safety
+/// AVX-512F present; `finish` checks its bounds.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn images_through(
+    (v, u, m): (&[f32], &[f32], &mut [f32]),
+    (ci, co, k): (usize, usize, usize),
+    ahead: &[f32],
+    (out, out_len): (&mut [f32], usize),
+    mut finish: impl FnMut(&[f32], (usize, usize), &mut [f32]),
+) {
+    let hw = out_len / co.max(1);
+    // SAFETY: AVX-512F present (this function's contract).
+    unsafe {
+        blocks_through(
+            (v, u, m),
+            (ci, co, k),
+            ahead,
+            out,
+            hw,
+            |_, _| 0..0,
+            |m, (b, ob, nv, live), out| {
+                for j in 0..nv {
+                    let image = &mut out[(b * NV + j) * out_len..][..out_len];
+                    finish(&m[j * V..], (ob, live), image)
+                }
+            },
+        )
+    }
+}
+
 /// The transformed input's blocks through the products and the output transform, the part of
 /// an image the two kernels share: for each block `b` of nv tile vectors (of the `tvs`, V laid
 /// out [block][ξ][channel][48]) and each output block `ob`, a share of `ahead`'s lines (the next

@@ -80,18 +80,10 @@ impl<'a> Prepared<'a> {
         {
             return wino.images(x, k, ahead, out);
         }
-        for i in 0..k {
-            let ahead = if i + 1 == k {
-                ahead
-            } else {
-                &x[(i + 1) * in_len..][..in_len]
-            };
-            self.image_ahead(
-                &x[i * in_len..][..in_len],
-                ahead,
-                &mut out[i * out_len..][..out_len],
-            );
-        }
+        let lens = (in_len, out_len);
+        super::each_image((x, k, ahead), (out, lens), |x, ahead, o| {
+            self.image_ahead(x, ahead, o)
+        });
     }
 
     /// The same kernel, holding its weight.
