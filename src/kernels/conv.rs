@@ -289,7 +289,8 @@ pub(crate) fn forward_stats_filled(
 ) -> (Vec<f32>, Vec<[f64; 2]>) {
     let prepared = Prepared::batched(w, g);
     let (in_len, p) = (g.in_len().max(1), g.p().max(1));
-    // The images in groups the kernel convolves at once (one, or three 16 × 16 ones).
+    // The images in groups the kernel convolves at once (one, or three whose tiles are one
+    // vector each: 16 × 16 by F(4 × 4), 8 × 8 by F(2 × 2)).
     let k = prepared.per_call();
     let group = |first: usize, xs: &mut [f32], o: &mut [f32]| -> Vec<[f64; 2]> {
         let count = xs.len() / in_len;

@@ -9,6 +9,35 @@ pub(super) fn data(len: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
+/// For a kernel that convolves up to three images at once (`images(x, k, out)`): each of the
+/// `k` images gets, bit for bit, what `image(x_i, out_i)` gives it alone, for k = 1, 2, 3 and
+/// each (input channels, output channels) of `channels` on `h × w` images.
+pub(super) fn check_grouped<K>(
+    channels: &[(usize, usize)],
+    (h, w): (usize, usize),
+    kernel: impl Fn(&[f32], &ConvGeometry) -> K,
+    images: impl Fn(&K, &[f32], usize, &mut [f32]),
+    image: impl Fn(&K, &[f32], &mut [f32]),
+) {
+    let hw = h * w;
+    for &(ci, co) in channels {
+        let g = ConvGeometry::new(&[3, ci, h, w], &[co, ci, 3, 3], 1, 1).unwrap();
+        let (x, wt) = (data(3 * ci * hw, 1), data(co * ci * 9, 2));
+        let kernel = kernel(&wt, &g);
+        for k in 1..=3 {
+            let mut together = vec![f32::NAN; k * co * hw];
+            images(&kernel, &x[..k * ci * hw], k, &mut together);
+            for i in 0..k {
+                let mut alone = vec![f32::NAN; co * hw];
+                image(&kernel, &x[i * ci * hw..][..ci * hw], &mut alone);
+                let got = &together[i * co * hw..][..co * hw];
+                let same = (got.iter().zip(&alone)).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{ci} -> {co} at {h} x {w}, image {i} of {k}");
+            }
+        }
+    }
+}
+
 /// The input pixel (index within its plane) under tap (ky, kx) of output (oy, ox), if inside
 /// the image.
 pub(super) fn at(

@@ -40,33 +40,23 @@ fn shapes_it_cannot_tile_are_left_to_other_kernels() {
 
 #[test]
 fn several_16x16_images_at_once_give_each_image_the_bits_it_gets_alone() {
-    use super::super::testing::data;
+    use super::super::testing::{check_grouped, data};
     if !crate::kernels::has_avx512() {
         return;
     }
-    for (ci, co) in [(8, 8), (32, 32), (13, 21)] {
-        let g = ConvGeometry::new(&[3, ci, 16, 16], &[co, ci, 3, 3], 1, 1).unwrap();
-        let (x, wt) = (data(3 * ci * 256, 1), data(co * ci * 9, 2));
-        let kernel = Wino4::new(&wt, &g);
+    let new = |wt: &[f32], g: &ConvGeometry| {
+        let kernel = Wino4::new(wt, g);
         assert!(kernel.batches());
-        for k in 1..=3 {
-            let mut together = vec![f32::NAN; k * co * 256];
-            kernel.images(&x[..k * ci * 256], k, &[], &mut together);
-            for i in 0..k {
-                let mut alone = vec![f32::NAN; co * 256];
-                kernel.image_finished(&x[i * ci * 256..][..ci * 256], &[], &mut alone, None);
-                let got = &together[i * co * 256..][..co * 256];
-                let same = got
-                    .iter()
-                    .zip(&alone)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{ci} -> {co}, image {i} of {k}");
-            }
-        }
-    }
-    let g = ConvGeometry::new(&[1, 8, 32, 32], &[8, 8, 3, 3], 1, 1).unwrap();
-    assert!(
-        !Wino4::new(&data(8 * 8 * 9, 2), &g).batches(),
-        "32 x 32: four tile vectors"
+        kernel
+    };
+    check_grouped(
+        &[(8, 8), (32, 32), (13, 21)],
+        (16, 16),
+        new,
+        |k, x, n, out| k.images(x, n, &[], out),
+        |k, x, out| k.image_finished(x, &[], out, None),
     );
+    let g = ConvGeometry::new(&[1, 8, 32, 32], &[8, 8, 3, 3], 1, 1).unwrap();
+    let whole = Wino4::new(&data(8 * 8 * 9, 2), &g);
+    assert!(!whole.batches(), "32 x 32: four tile vectors");
 }

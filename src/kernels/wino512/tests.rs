@@ -43,33 +43,23 @@ fn shapes_it_cannot_tile_are_left_to_other_kernels() {
 
 #[test]
 fn several_8x8_images_at_once_give_each_image_the_bits_it_gets_alone() {
-    use super::super::testing::data;
+    use super::super::testing::{check_grouped, data};
     if !crate::kernels::has_avx512() {
         return;
     }
-    for (ci, co) in [(8, 8), (64, 64), (13, 21)] {
-        let g = ConvGeometry::new(&[3, ci, 8, 8], &[co, ci, 3, 3], 1, 1).unwrap();
-        let (x, wt) = (data(3 * ci * 64, 1), data(co * ci * 9, 2));
-        let kernel = Wino512::new(&wt, &g);
+    let new = |wt: &[f32], g: &ConvGeometry| {
+        let kernel = Wino512::new(wt, g);
         assert!(kernel.batches());
-        for k in 1..=3 {
-            let mut together = vec![f32::NAN; k * co * 64];
-            kernel.images(&x[..k * ci * 64], k, &[], &mut together);
-            for i in 0..k {
-                let mut alone = vec![f32::NAN; co * 64];
-                kernel.image_finished(&x[i * ci * 64..][..ci * 64], &[], &mut alone, None);
-                let got = &together[i * co * 64..][..co * 64];
-                let same = got
-                    .iter()
-                    .zip(&alone)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{ci} -> {co}, image {i} of {k}");
-            }
-        }
-    }
-    let g = ConvGeometry::new(&[1, 8, 16, 16], &[8, 8, 3, 3], 1, 1).unwrap();
-    assert!(
-        !Wino512::new(&data(8 * 8 * 9, 2), &g).batches(),
-        "16 x 16: four tile vectors"
+        kernel
+    };
+    check_grouped(
+        &[(8, 8), (64, 64), (13, 21)],
+        (8, 8),
+        new,
+        |k, x, n, out| k.images(x, n, &[], out),
+        |k, x, out| k.image_finished(x, &[], out, None),
     );
+    let g = ConvGeometry::new(&[1, 8, 16, 16], &[8, 8, 3, 3], 1, 1).unwrap();
+    let whole = Wino512::new(&data(8 * 8 * 9, 2), &g);
+    assert!(!whole.batches(), "16 x 16: four tile vectors");
 }
