@@ -6,6 +6,7 @@
 
 use super::{cpu_tensor, with_f32};
 use candle_core::{Result, Tensor, bail};
+use std::borrow::Cow;
 
 /// One step's constants: the learning rate and the optimiser's settings, with `weight_decay`
 /// zero for a parameter that weight decay skips.
@@ -47,35 +48,34 @@ pub fn sgd_update(
     let affine = |x: f32, c: f32| x * c + 0.0;
     let (new_p, new_buf) = with_f32(p, what, |p| {
         with_f32(g, what, |g| {
-            // Pass by pass, each a loop the compiler vectorises.
-            let d: Vec<f32> = match r.weight_decay != 0.0 {
-                true => (p.iter().zip(g))
-                    .map(|(&p, &g)| g + affine(p, wd))
-                    .collect(),
-                false => g.to_vec(),
+            // Pass by pass, each a loop the compiler vectorises; nothing copied that is not
+            // changed.
+            let d: Cow<[f32]> = match r.weight_decay != 0.0 {
+                true => Cow::Owned(
+                    (p.iter().zip(g))
+                        .map(|(&p, &g)| g + affine(p, wd))
+                        .collect(),
+                ),
+                false => Cow::Borrowed(g),
             };
-            let (step, new_buf) = match (r.momentum != 0.0, buf) {
-                (false, _) => (d, None),
-                (true, old) => {
-                    let b: Vec<f32> = match old {
-                        None => d.clone(),
-                        Some(old) => with_f32(old, what, |old| {
-                            let each = old.iter().zip(&d);
-                            Ok(each
-                                .map(|(&b, &d)| affine(b, m) + affine(d, keep))
-                                .collect())
-                        })?,
-                    };
-                    let step = match r.nesterov {
-                        true => (d.iter().zip(&b))
-                            .map(|(&d, &b)| d + affine(b, m))
-                            .collect(),
-                        false => b.clone(),
-                    };
-                    (step, Some(b))
+            let new_buf: Option<Vec<f32>> = match (r.momentum != 0.0, buf) {
+                (false, _) => None,
+                (true, None) => Some(d.to_vec()),
+                (true, Some(old)) => Some(with_f32(old, what, |old| {
+                    let each = old.iter().zip(d.iter());
+                    Ok(each
+                        .map(|(&b, &d)| affine(b, m) + affine(d, keep))
+                        .collect())
+                })?),
+            };
+            let nesterov: Option<Vec<f32>> = match (&new_buf, r.nesterov) {
+                (Some(b), true) => {
+                    Some((d.iter().zip(b)).map(|(&d, &b)| d + affine(b, m)).collect())
                 }
+                _ => None,
             };
-            let new_p = (p.iter().zip(&step))
+            let step: &[f32] = nesterov.as_deref().or(new_buf.as_deref()).unwrap_or(&d);
+            let new_p = (p.iter().zip(step))
                 .map(|(&p, &s)| p - affine(s, lr))
                 .collect();
             Ok((new_p, new_buf))

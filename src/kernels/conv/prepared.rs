@@ -68,17 +68,12 @@ impl<'a> Prepared<'a> {
     /// [`Prepared::image_ahead`] with this kernel.
     pub fn images_ahead(&self, x: &[f32], k: usize, ahead: &[f32], out: &mut [f32]) {
         let (in_len, out_len) = (self.g.in_len(), self.g.out_len());
-        #[cfg(target_arch = "x86_64")]
-        if let Kernel::Wino4(wino) = &self.kernel
-            && wino.batches()
-        {
-            return wino.images(x, k, ahead, out);
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Kernel::Wino512(wino) = &self.kernel
-            && wino.batches()
-        {
-            return wino.images(x, k, ahead, out);
+        match &self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wino4(wino) if wino.batches() => return wino.images(x, k, ahead, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wino512(wino) if wino.batches() => return wino.images(x, k, ahead, out),
+            _ => {}
         }
         let lens = (in_len, out_len);
         super::each_image((x, k, ahead), (out, lens), |x, ahead, o| {
